@@ -1,0 +1,156 @@
+"""Command line: parse arguments, call one function per subcommand, map errors to exit codes.
+
+No logic lives here. Each ``_cmd_*`` hands its parsed arguments to the stage that owns the work.
+Exit codes (design.md): 0 ok, 1 finding, 2 usage/input, 3 guest crash, 4 infrastructure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pagelab import __version__
+from pagelab.errors import PagelabError, UsageError
+from pagelab.ui import UI
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 2, one line) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- shared option groups --------------------------------------------------------------------------
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kernel build")
+    g.add_argument("--kernel-src", metavar="PATH", help="kernel tree or tarball (default: Debian linux-source-6.12)")
+    g.add_argument("--base", metavar="tinyconfig|defconfig|FILE", help="base config (default tinyconfig)")
+    g.add_argument("--fragment", metavar="FILE", action="append", default=[], help="extra kconfig fragment (repeatable)")
+    g.add_argument("--jobs", "-j", metavar="N", type=int, help="make -j (default: number of cores)")
+
+
+def _add_boot_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("guest")
+    g.add_argument("--kernel", metavar="BZIMAGE", help="boot this bzImage instead of building")
+    g.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default auto: KVM if proven)")
+    g.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 1G, 2048M (default 1G)")
+    g.add_argument("--cpus", metavar="N", type=int, help="guest vCPUs (default 2)")
+    g.add_argument("--append", metavar="ARGS", action="append", default=[], help="extra kernel command line")
+    g.add_argument("--upload", metavar="SRC:DST", action="append", default=[], help="copy a host file into the guest")
+    g.add_argument("--timeout", metavar="SECONDS", type=float, help="boot/command timeout")
+    g.add_argument("--keep", action="store_true", help="keep the run directory (console log, sockets)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pagelab", description="Which code owns the kernel's memory, and what keeps growing.")
+    parser.add_argument("--version", action="version", version=f"pagelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("build", help="build a page owner kernel (cached, out of tree)")
+    _add_build_options(p)
+    p.add_argument("--json", action="store_true", help="print only the build result as JSON on stdout")
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("boot", help="boot the kernel in QEMU; run CMD or open a shell")
+    _add_build_options(p)
+    _add_boot_options(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to run in the guest")
+    p.set_defaults(func=_cmd_boot)
+
+    p = sub.add_parser("run", help="the leak hunt: build, boot, workloads, snapshots, report")
+    _add_build_options(p)
+    _add_boot_options(p)
+    p.add_argument("--profile", metavar="FILE.toml", help="run profile (flags override it)")
+    p.add_argument("--workload", metavar="NAME|CMD", action="append", default=[], help="workload (repeatable)")
+    p.add_argument("--iterations", metavar="N", type=int, help="workload iterations (default 3)")
+    p.add_argument("--settle", metavar="SECONDS", type=float, help="pause before each snapshot")
+    p.add_argument("--drop-caches", action="store_true", default=None, help="drop caches before each snapshot")
+    p.add_argument("--out", metavar="DIR", help="artifact directory (default runs/<timestamp>)")
+    p.add_argument("--json", metavar="FILE|-", help="write report JSON here ('-' = stdout)")
+    p.add_argument("--ci", action="store_true", help="plain output, junit.xml")
+    p.add_argument("--fail-on-growth", metavar="PAGES", type=int, help="exit 1 if top suspect grows more")
+    p.add_argument("--top", metavar="N", type=int, help="suspects/owners shown")
+    p.set_defaults(func=_cmd_run)
+
+    # sort mirrors the C tool's getopt_long parsing; sort.py parses its own argv.
+    p = sub.add_parser("sort", help="drop-in for the kernel's tools/mm/page_owner_sort", add_help=False)
+    p.add_argument("sort_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_sort)
+
+    p = sub.add_parser("report", help="ranked owner report of a dump or show_stacks file")
+    p.add_argument("input", metavar="INPUT", help="dump or show_stacks file; '-' for stdin; .gz/.xz/.zst")
+    p.add_argument("--top", metavar="N", type=int, default=10, help="stacks shown (default 10)")
+    p.add_argument("--by", metavar="KEY", action="append", default=[], help="group-by view (repeatable)")
+    p.add_argument("--filter", metavar="EXPR", action="append", default=[], help="e.g. comm=bash, gfp=__GFP_COMP")
+    p.add_argument("--json", metavar="FILE|-", help="write report JSON")
+    p.add_argument("--csv", metavar="FILE", help="write per-stack CSV")
+    p.add_argument("--folded", metavar="FILE", help="write flame-graph folded stacks (weighted by pages)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("diff", help="per-stack growth between two snapshots")
+    p.add_argument("before", metavar="BEFORE")
+    p.add_argument("after", metavar="AFTER")
+    p.add_argument("--top", metavar="N", type=int, default=20, help="stacks shown (default 20)")
+    p.add_argument("--json", metavar="FILE|-", help="write diff JSON")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("workloads", help="list the built-in workloads")
+    p.set_defaults(func=_cmd_workloads)
+    return parser
+
+
+# -- subcommands (each owned by one stage) ---------------------------------------------------------
+def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab build: not available yet")
+
+
+def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab boot: not available yet")
+
+
+def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab run: not available yet")
+
+
+def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab sort: not available yet")
+
+
+def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab report: not available yet")
+
+
+def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab diff: not available yet")
+
+
+def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:
+    raise UsageError("pagelab workloads: not available yet")
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def _make_ui(args: argparse.Namespace) -> UI:
+    json_opt = getattr(args, "json", None)
+    data_on_stdout = json_opt == "-" or json_opt is True
+    return UI(plain=bool(getattr(args, "ci", False)), data_on_stdout=data_on_stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ui = UI()
+    try:
+        args = build_parser().parse_args(argv)
+        ui = _make_ui(args)
+        return int(args.func(args, ui) or 0)
+    except PagelabError as err:
+        ui.error(str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `pagelab report … | head`: the reader left; not an error worth a traceback.
+        return 0

@@ -1,0 +1,97 @@
+"""The one object through which everything below cli.py talks to the user.
+
+Human output (progress, tables, warnings) goes to stderr when stdout carries data
+(``--json -``), otherwise to stdout. ``plain`` (``--ci``) means no colour and no live progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+class UI:
+    """Console wrapper handed down the pipeline. ``out`` is for reports, ``err`` for chatter."""
+
+    def __init__(self, *, plain: bool = False, data_on_stdout: bool = False, quiet: bool = False):
+        self.plain = plain
+        self.quiet = quiet
+        kw: dict[str, Any] = {"highlight": False}
+        if plain:
+            kw.update(no_color=True, force_terminal=False, color_system=None)
+        self.err = Console(stderr=True, **kw)
+        # Reports go to stderr when stdout is reserved for JSON.
+        self.out = self.err if data_on_stdout else Console(**kw)
+
+    # -- messages -----------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def step(self, message: str) -> None:
+        """A pipeline step starting ("booting …"): a dim line, timestamped in plain mode."""
+        if self.quiet:
+            return
+        if self.plain:
+            self.err.print(f"[{time.strftime('%H:%M:%S')}] {message}", markup=False)
+        else:
+            self.err.print(f"[dim]›[/dim] {message}")
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"warning: {message}", style=None if self.plain else "yellow", markup=False)
+
+    def error(self, message: str) -> None:
+        self.err.print(f"error: {message}", style=None if self.plain else "bold red", markup=False)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Print a report object (rich renderable or text) on the report console."""
+        self.out.print(*objects, **kwargs)
+
+    # -- progress ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def progress(self, description: str, total: float | None = None) -> Iterator[ProgressTask]:
+        """A live progress bar (nothing live in plain/quiet mode): ``task.update(completed=…)``."""
+        if self.plain or self.quiet or not self.err.is_terminal:
+            task = ProgressTask(None, None)
+            yield task
+            return
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        )
+        with bar:
+            tid = bar.add_task(description, total=total)
+            yield ProgressTask(bar, tid)
+
+
+class ProgressTask:
+    """Handle to one progress bar; a no-op when progress is not shown."""
+
+    def __init__(self, bar: Progress | None, task_id: Any) -> None:
+        self._bar = bar
+        self._id = task_id
+
+    def update(self, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(self._id, **kwargs)
+
+
+def default_ui() -> UI:
+    """A UI for library use outside the CLI (tests, scripts)."""
+    return UI(plain=not sys.stderr.isatty())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent host set-up: Debian packages for building, booting and analysing, and the venv.
+# Usage: scripts/setup-host.sh            (as root, or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # kernel build
+  build-essential flex bison bc libelf-dev libssl-dev dwarves cpio xz-utils zstd
+  # kernel sources: 6.12 is the default; 6.1 has the older dump format
+  linux-source-6.12 linux-source-6.1
+  # guest
+  qemu-system-x86 qemu-utils busybox-static dropbear-bin stress-ng
+  # venv
+  python3-venv
+)
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup-host: ready (.venv/bin/pagelab)"
