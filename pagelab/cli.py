@@ -27,7 +27,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel build")
     g.add_argument("--kernel-src", metavar="PATH", help="kernel tree or tarball (default: Debian linux-source-6.12)")
     g.add_argument("--base", metavar="tinyconfig|defconfig|FILE", help="base config (default tinyconfig)")
-    g.add_argument("--fragment", metavar="FILE", action="append", default=[], help="extra kconfig fragment (repeatable)")
+    g.add_argument(
+        "--fragment", metavar="FILE", action="append", default=[], help="extra kconfig fragment (repeatable)"
+    )
     g.add_argument("--jobs", "-j", metavar="N", type=int, help="make -j (default: number of cores)")
 
 
