@@ -200,9 +200,8 @@ def load_profile(path: str | Path) -> dict[str, Any]:
                 raise UsageError(f"{path}: unknown key [{table}] {key!r}; known: {known}")
             attr, expected, kind = spec
             _check_type(f"{path}: [{table}] {key}", value, expected)
-            if kind == "path":
-                value = _resolve(base_dir, value)
-            elif kind == "base" and value not in ("tinyconfig", "defconfig", "allnoconfig"):
+            is_file_base = kind == "base" and value not in ("tinyconfig", "defconfig", "allnoconfig")
+            if kind == "path" or is_file_base:
                 value = _resolve(base_dir, value)
             elif kind == "paths":
                 value = [_resolve(base_dir, v) for v in value]
