@@ -1,0 +1,443 @@
+"""Snapshots from a live guest: ``/sys/kernel/debug/page_owner`` streamed to a file and a parser at once.
+
+Reading is the slow part under TCG (the guest formats every record, symbol lookups included), so a
+snapshot is read as disjoint PFN ranges by several ``po-read`` processes at once on an SMP guest,
+one SSH channel each. The page_owner file offset is a PFN, so every range starts with an ``lseek``;
+``po-read`` stops at the first record past its range. The ranges are merged back in PFN order while
+they are being read: the snapshot file is what one ``cat`` would have produced, the parser sees the
+bytes as they arrive, and nothing is ever held whole in memory (ranges not yet due are spooled to
+disk).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import zstandard
+
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.errors import BuildError, GuestCrash, InfraError
+from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
+from pagelab.ui import UI
+
+PAGE_OWNER = "/sys/kernel/debug/page_owner"
+SHOW_STACKS = "/sys/kernel/debug/page_owner_stacks/show_stacks"
+READER_SOURCE = Path(__file__).resolve().parent.parent / "guest" / "tools" / "po-read.c"
+READER_GUEST_PATH = "/usr/bin/po-read"
+# Several ranges per reader: they are handed out as readers free up, so an uneven spread of allocated
+# pages over the PFN space does not leave one vCPU reading alone at the end.
+RANGES_PER_READER = 4
+ZSTD_LEVEL = 3
+
+Sink = Callable[[bytes], None]
+
+
+class StreamingGuest(Protocol):
+    """What collect needs from ``pagelab.vm.machine.Guest``."""
+
+    def run(self, cmd: str, timeout: float | None = ...) -> Any: ...
+
+    def run_stream(self, cmd: str, sink: Sink, timeout: float | None = ...) -> int: ...
+
+
+# -- the static reader ------------------------------------------------------------------------------
+def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
+    """``po-read`` compiled statically for the guest (cached by source and compiler). Raises BuildError."""
+    try:
+        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        raise BuildError("gcc not found: install build-essential (scripts/setup-host.sh)") from None
+    directory = cache_dir("tools", content_key([file_sha256(source), cc, "-static -O2"]))
+    binary = directory / "po-read"
+    with file_lock(directory / ".lock"):
+        if binary.exists():
+            return binary
+        if ui is not None:
+            ui.step("compiling po-read (static)")
+        tmp = directory / f".po-read.{os.getpid()}"
+        proc = subprocess.run(
+            ["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(source)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            first = (proc.stderr.strip().splitlines() or ["no output"])[0]
+            raise BuildError(f"{source}: gcc -static failed (is libc6-dev installed?): {first}")
+        os.replace(tmp, binary)
+    return binary
+
+
+# -- PFN ranges -------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Span:
+    """One populated zone's PFNs: [start, end)."""
+
+    start: int
+    end: int
+
+    @property
+    def pages(self) -> int:
+        return self.end - self.start
+
+
+_ZONE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)")
+_FIELD = re.compile(r"^\s+(spanned|present|start_pfn:)\s+(\d+)")
+
+
+def parse_zoneinfo(text: str) -> list[Span]:
+    """The populated zones of ``/proc/zoneinfo`` as merged, sorted PFN spans. Raises ValueError if none."""
+    zones: list[dict[str, int]] = []
+    for line in text.splitlines():
+        if _ZONE.match(line):
+            zones.append({})
+            continue
+        m = _FIELD.match(line)
+        if m and zones:
+            zones[-1][m.group(1).rstrip(":")] = int(m.group(2))
+    spans = sorted(
+        Span(z["start_pfn"], z["start_pfn"] + z["spanned"])
+        for z in zones
+        if z.get("present", 0) > 0 and z.get("spanned", 0) > 0 and "start_pfn" in z
+    )
+    if not spans:
+        raise ValueError("/proc/zoneinfo: no populated zone (expected 'spanned', 'present' and 'start_pfn:' lines)")
+    merged = [spans[0]]
+    for s in spans[1:]:
+        last = merged[-1]
+        if s.start <= last.end:
+            merged[-1] = Span(last.start, max(last.end, s.end))
+        else:
+            merged.append(s)
+    return merged
+
+
+def split_ranges(spans: Sequence[Span], parts: int) -> list[tuple[int, int | None]]:
+    """Cut the spans into ``parts`` ranges of about equal PFN count, in order.
+
+    The first range starts at 0 (the kernel reads from ``min_low_pfn`` there, exactly like ``cat``) and
+    the last has no end, so the ranges together cover every record whatever the memory map says.
+    """
+    total = sum(s.pages for s in spans)
+    parts = max(1, min(parts, total))
+    bounds: list[int] = []
+    for k in range(1, parts):
+        target = total * k // parts
+        for s in spans:
+            if target < s.pages:
+                bounds.append(s.start + target)
+                break
+            target -= s.pages
+    bounds = sorted(set(bounds))
+    starts = [0, *bounds]
+    ends: list[int | None] = [*bounds, None]
+    return list(zip(starts, ends, strict=True))
+
+
+def reader_command(start: int, end: int | None, reader: str = READER_GUEST_PATH) -> str:
+    """The guest command that prints the records of PFNs [start, end)."""
+    return shlex.join([reader, str(start)] + ([] if end is None else [str(end)]))
+
+
+# -- ordered merge of concurrently read ranges -------------------------------------------------------
+class SpoolAbandoned(Exception):
+    """Raised into a reader's sink once the merge has failed: stop reading, nobody wants the bytes."""
+
+
+class Spool:
+    """One range's bytes: written by a reader thread, read back in order by the merger while still growing.
+
+    Backed by an unlinked temporary file, so a range waiting for its turn costs disk, not memory.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, path = tempfile.mkstemp(prefix=".pagelab-spool-", dir=directory)
+        os.unlink(path)
+        self._fd = fd
+        self._size = 0
+        self._done = False
+        self._abandoned = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def write(self, data: bytes) -> None:
+        """Append (reader side). Raises SpoolAbandoned once the merger has given up."""
+        if self._abandoned:
+            raise SpoolAbandoned()
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self._size)
+            view = view[n:]
+            with self._cond:
+                self._size += n
+                self._cond.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The reader is done (``error`` if it failed)."""
+        with self._cond:
+            self._done = True
+            self._error = error
+            self._cond.notify_all()
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """Everything written, as it is written, until ``finish``; re-raises the reader's error."""
+        pos = 0
+        while True:
+            with self._cond:
+                while pos >= self._size and not self._done:
+                    self._cond.wait()
+                available, done, error = self._size, self._done, self._error
+            if error is not None:
+                raise error
+            while pos < available:
+                data = os.pread(self._fd, min(size, available - pos), pos)
+                pos += len(data)
+                yield data
+            if done and pos >= available:
+                return
+
+    def abandon(self) -> None:
+        """Nobody will read this spool: its reader gets SpoolAbandoned on its next write."""
+        self._abandoned = True
+
+    def close(self) -> None:
+        """Release the file; a reader still writing gets SpoolAbandoned on its next write."""
+        with self._cond:
+            if self._fd >= 0:
+                self._abandoned = True
+                os.close(self._fd)
+                self._fd = -1
+
+
+def read_in_order(
+    jobs: Sequence[Callable[[Sink], None]],
+    workers: int,
+    consume: Sink,
+    *,
+    spool_dir: str | None = None,
+    on_job_done: Callable[[int], None] | None = None,
+) -> None:
+    """Run ``jobs`` (each writes its bytes to the sink it is given) on ``workers`` threads, jobs taken in
+    order as workers free up, and pass every byte to ``consume`` in job order while they run.
+
+    Re-raises the first error, of a job or of ``consume``, once every worker has stopped.
+    """
+    spools = [Spool(spool_dir) for _ in jobs]
+    lock = threading.Lock()
+    state = {"next": 0, "failed": False}
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if state["failed"] or state["next"] >= len(jobs):
+                    return
+                i = state["next"]
+                state["next"] += 1
+            try:
+                jobs[i](spools[i].write)
+            except BaseException as err:
+                with lock:
+                    state["failed"] = True
+                spools[i].finish(err)
+                return
+            spools[i].finish()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(jobs))))]
+    for t in threads:
+        t.start()
+    try:
+        for i, spool in enumerate(spools):
+            for data in spool.chunks():
+                consume(data)
+            spool.close()
+            if on_job_done is not None:
+                on_job_done(i)
+    except BaseException:
+        with lock:
+            state["failed"] = True
+        for spool in spools:
+            spool.abandon()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+        for spool in spools:
+            spool.close()
+
+
+# -- snapshots ---------------------------------------------------------------------------------------
+@dataclass
+class SnapshotFile:
+    """One snapshot taken: its files, its analysis and what it cost."""
+
+    index: int
+    label: str
+    path: Path
+    snapshot: Snapshot
+    seconds: float
+    bytes: int
+    readers: int
+    ranges: int
+    stacks_path: Path | None = None
+    stacks_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "records": self.snapshot.records,
+            "total_pages": self.snapshot.total_pages,
+            "path": str(self.path),
+            "show_stacks": str(self.stacks_path) if self.stacks_path else None,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "readers": self.readers,
+        }
+
+
+@dataclass
+class GuestMemory:
+    """What a snapshot needs to know about the guest, asked once."""
+
+    spans: list[Span]
+    has_show_stacks: bool
+    has_reader: bool
+    cpus: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_status(guest: Any, cmd: str, status: int) -> None:
+    if status != 0:
+        # A dead guest explains a failed read better than the status does.
+        check = getattr(guest, "check_crash", None)
+        if check is not None:
+            check()
+        raise InfraError(f"guest: `{cmd}` exited with status {status} while reading page_owner")
+
+
+def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
+    """Ask the guest for its memory map, CPU count and page_owner files.
+
+    Raises InfraError when page_owner is not readable (kernel without CONFIG_PAGE_OWNER or not booted
+    with ``page_owner=on``) or /proc/zoneinfo makes no sense.
+    """
+    script = (
+        f"test -r {PAGE_OWNER} && echo has-page-owner; test -r {SHOW_STACKS} && echo has-show-stacks; "
+        f"test -x {READER_GUEST_PATH} && echo has-reader; echo cpus=$(nproc); echo ---; cat /proc/zoneinfo"
+    )
+    res = guest.run(script, timeout=timeout)
+    head, _, zoneinfo = str(res.stdout).partition("---\n")
+    flags = set(head.split())
+    if "has-page-owner" not in flags:
+        raise InfraError(
+            f"guest: {PAGE_OWNER} is missing: the kernel needs CONFIG_PAGE_OWNER and the command line page_owner=on"
+        )
+    try:
+        spans = parse_zoneinfo(zoneinfo)
+    except ValueError as err:
+        raise InfraError(f"guest: {err}") from None
+    cpus = next((int(w[5:]) for w in flags if w.startswith("cpus=") and w[5:].isdigit()), 1)
+    return GuestMemory(spans, "has-show-stacks" in flags, "has-reader" in flags, cpus)
+
+
+class Collector:
+    """Takes numbered snapshots of one guest into ``out_dir`` (``NN-LABEL.page_owner.zst``)."""
+
+    def __init__(
+        self,
+        guest: Any,
+        out_dir: Path,
+        ui: UI,
+        *,
+        readers: int | None = None,
+        timeout: float = 1800.0,
+    ) -> None:
+        self.guest = guest
+        self.out_dir = Path(out_dir)
+        self.ui = ui
+        self.timeout = timeout
+        self._readers = readers
+        self._memory: GuestMemory | None = None
+        self.taken: list[SnapshotFile] = []
+
+    @property
+    def memory(self) -> GuestMemory:
+        if self._memory is None:
+            self._memory = probe(self.guest)
+        return self._memory
+
+    def plan(self) -> tuple[int, list[tuple[int, int | None]]]:
+        """How many readers, and which PFN ranges (one range and ``cat`` without po-read)."""
+        mem = self.memory
+        readers = self._readers or mem.cpus
+        if readers <= 1 or not mem.has_reader:
+            return 1, [(0, None)]
+        return readers, split_ranges(mem.spans, readers * RANGES_PER_READER)
+
+    def take(self, label: str) -> SnapshotFile:
+        """Take the next snapshot: raw file first, analysis alongside. Raises InfraError, GuestCrash, InputError."""
+        index = len(self.taken)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{index:02d}-{label}"
+        path = self.out_dir / f"{stem}.page_owner.zst"
+        readers, ranges = self.plan()
+        self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
+        t0 = time.perf_counter()
+        builder = SnapshotBuilder(label=label, source=str(path), name=str(path))
+        total = 0
+        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+
+            def consume(data: bytes) -> None:
+                nonlocal total
+                total += len(data)
+                zst.write(data)
+                builder.feed(data)
+
+            def job(start: int, end: int | None) -> Callable[[Sink], None]:
+                cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
+                cmd = cmd or reader_command(start, end)
+
+                def run(sink: Sink) -> None:
+                    _check_status(self.guest, cmd, self.guest.run_stream(cmd, sink, timeout=self.timeout))
+
+                return run
+
+            with self.ui.progress(f"snapshot {stem}", total=len(ranges)) as bar:
+                read_in_order(
+                    [job(s, e) for s, e in ranges],
+                    readers,
+                    consume,
+                    spool_dir=str(self.out_dir),
+                    on_job_done=lambda i: bar.update(completed=i + 1),
+                )
+        seconds = time.perf_counter() - t0
+        snapshot = builder.finish()
+        taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
+        if self.memory.has_show_stacks:
+            taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
+            t1 = time.perf_counter()
+            self._save_stream(f"cat {SHOW_STACKS}", taken.stacks_path)
+            taken.stacks_seconds = time.perf_counter() - t1
+        self.taken.append(taken)
+        mib = total / (1 << 20)
+        self.ui.info(
+            f"  {stem}: {snapshot.records or 0:,} records, {snapshot.total_pages:,} pages, "
+            f"{mib:.1f} MiB in {seconds:.1f} s"
+        )
+        return taken
+
+    def _save_stream(self, cmd: str, path: Path) -> None:
+        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+            _check_status(self.guest, cmd, self.guest.run_stream(cmd, zst.write, timeout=self.timeout))
+
+
+def crash_of(err: GuestCrash) -> dict[str, str]:
+    """A crash as report.json lists it."""
+    return {"kind": err.kind, "title": err.title, "excerpt": err.excerpt}
