@@ -313,13 +313,25 @@ class GuestMemory:
     notes: list[str] = field(default_factory=list)
 
 
-def _check_status(guest: Any, cmd: str, status: int) -> None:
+def _check_status(guest: Any, cmd: str, status: int, stderr: bytes = b"") -> None:
     if status != 0:
         # A dead guest explains a failed read better than the status does.
         check = getattr(guest, "check_crash", None)
         if check is not None:
             check()
-        raise InfraError(f"guest: `{cmd}` exited with status {status} while reading page_owner")
+        why = stderr.decode(errors="replace").strip().splitlines()
+        detail = f": {why[-1]}" if why else ""
+        raise InfraError(f"guest: `{cmd}` exited with status {status} while reading page_owner{detail}")
+
+
+def _run_stream(guest: Any, cmd: str, sink: Sink, timeout: float) -> None:
+    err = bytearray()
+
+    def keep(data: bytes) -> None:
+        if len(err) < 4096:
+            err.extend(data)
+
+    _check_status(guest, cmd, guest.run_stream(cmd, sink, timeout=timeout, stderr_sink=keep), bytes(err))
 
 
 def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
@@ -405,7 +417,7 @@ class Collector:
                 cmd = cmd or reader_command(start, end)
 
                 def run(sink: Sink) -> None:
-                    _check_status(self.guest, cmd, self.guest.run_stream(cmd, sink, timeout=self.timeout))
+                    _run_stream(self.guest, cmd, sink, self.timeout)
 
                 return run
 
@@ -435,7 +447,7 @@ class Collector:
 
     def _save_stream(self, cmd: str, path: Path) -> None:
         with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
-            _check_status(self.guest, cmd, self.guest.run_stream(cmd, zst.write, timeout=self.timeout))
+            _run_stream(self.guest, cmd, zst.write, self.timeout)
 
 
 def crash_of(err: GuestCrash) -> dict[str, str]:

@@ -13,7 +13,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
+from rich.table import Table
+
 from pagelab.errors import UsageError
+from pagelab.ui import UI
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "guest" / "workloads"
 GUEST_DIR = "/usr/share/pagelab/workloads"
@@ -141,3 +145,21 @@ def check_host_tools(workloads: list[Workload]) -> None:
         for tool in w.host_tools:
             if not shutil.which(tool):
                 raise UsageError(f"--workload {w.spec!r}: needs {tool!r} on the host (apt-get install {tool})")
+
+
+def render_catalogue(ui: UI, entries: dict[str, Entry] | None = None) -> None:
+    """``pagelab workloads``: every built-in workload with its usage, what it does and what it needs."""
+    entries = catalogue() if entries is None else entries
+    table = Table(
+        title="Built-in workloads (--workload NAME [ARGS]; anything else runs as a shell command in the guest)",
+        box=box.ASCII if ui.plain else box.SIMPLE_HEAD,
+        title_justify="left",
+        show_edge=not ui.plain,
+    )
+    table.add_column("usage", no_wrap=True)
+    table.add_column("what it does", overflow="fold")
+    table.add_column("needs")
+    for e in entries.values():
+        table.add_row(e.usage, e.summary, ", ".join(e.requires))
+    ui.print(table)
+    ui.print(f"default set (pagelab run with no --workload): {', '.join(DEFAULT_WORKLOADS)}")

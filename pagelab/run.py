@@ -1,0 +1,500 @@
+"""The leak hunt: build → boot → baseline → iterations of workloads and snapshots → shutdown → report.
+
+Artifacts land in the run directory as they are produced (snapshots before any analysis), and the
+report, junit.xml and metadata.json are written whatever happens: a crash (exit 3) or an
+infrastructure failure (exit 4) still leaves everything gathered so far, with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from pagelab import testmodules
+from pagelab import workloads as wl
+from pagelab.artifacts import RunDir, default_out_dir, metadata
+from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader
+from pagelab.errors import GuestCrash, PagelabError, UsageError
+from pagelab.junit import Case, write_junit
+from pagelab.pageowner import diff as pdiff
+from pagelab.pageowner.analyse import BUILTIN_MODULE, PAGE_SIZE
+from pagelab.pageowner.export import open_output
+from pagelab.pageowner.render import as_text, render_suspects
+from pagelab.profile import RunSettings
+from pagelab.ui import UI
+
+WORKLOAD_TIMEOUT = 900.0
+SUITE = "pagelab run"
+
+
+@dataclass
+class WorkloadRun:
+    """One workload in one iteration."""
+
+    workload: wl.Workload
+    iteration: int
+    seconds: float = 0.0
+    status: int | None = None  # None: never ran (the run stopped before)
+    output: str = ""
+
+
+@dataclass
+class RunState:
+    """Everything gathered so far; the report is rendered from it whatever stopped the run."""
+
+    settings: RunSettings
+    out: RunDir
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    build: dict[str, Any] | None = None
+    config_path: str | None = None
+    kernel_version: str | None = None
+    guest_info: dict[str, Any] = field(default_factory=dict)
+    booted: bool | None = None
+    boot_error: str = ""
+    snapshots: list[SnapshotFile] = field(default_factory=list)
+    runs: list[WorkloadRun] = field(default_factory=list)
+    crashes: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+def _kernel(state: RunState, ui: UI) -> tuple[Path, Any]:
+    """The bzImage to boot and the build result (None with ``--kernel``)."""
+    s = state.settings
+    if s.kernel:
+        kernel = Path(s.kernel)
+        if not kernel.is_file():
+            raise UsageError(f"--kernel {kernel}: no such file")
+        state.build = {"bzimage": str(kernel), "prebuilt": True}
+        return kernel, None
+    from pagelab.kernel.build import BuildOptions, build_kernel
+
+    with state.timed("build"):
+        result = build_kernel(BuildOptions.from_args(s.namespace()), ui)
+    state.build = result.to_json()
+    state.config_path = str(result.config)
+    state.kernel_version = result.kernel_version
+    return Path(result.bzimage), result
+
+
+def _modules(state: RunState, workloads: list[wl.Workload], build: Any, ui: UI) -> dict[str, Path]:
+    names = sorted({m for w in workloads for m in w.modules})
+    if not names:
+        return {}
+    if build is None:
+        raise UsageError(
+            f"workload {names[0]!r} modules need a kernel build dir to compile against: drop --kernel "
+            "(pagelab builds and caches the kernel)"
+        )
+    if build.modules_dir is None:
+        raise UsageError(f"module {names[0]!r}: the kernel was built without CONFIG_MODULES")
+    with state.timed("modules"):
+        return {
+            n: testmodules.build_module(n, Path(build.build_dir), f"{build.config_sha256}:{build.kernel_version}", ui)
+            for n in names
+        }
+
+
+def _uploads(settings: RunSettings) -> list[tuple[Path, str]]:
+    out = []
+    for spec in settings.upload:
+        src, _, dst = spec.partition(":")
+        if not Path(src).is_file():
+            raise UsageError(f"--upload {spec}: {src} is not a file")
+        out.append((Path(src), dst or "/root/"))
+    return out
+
+
+def _drop_caches(guest: Any) -> None:
+    guest.run("sync; echo 3 > /proc/sys/vm/drop_caches", timeout=120)
+
+
+def _settle(state: RunState, guest: Any) -> None:
+    s = state.settings
+    with state.timed("settle"):
+        if s.drop_caches:
+            _drop_caches(guest)
+        if s.settle > 0:
+            time.sleep(s.settle)
+
+
+def _snapshot(state: RunState, collector: Collector, label: str) -> None:
+    with state.timed("snapshots"):
+        state.snapshots.append(collector.take(label))
+
+
+def _guest_phase(
+    state: RunState, ui: UI, kernel: Path, image: Path, modules: dict[str, Path], workloads: list[wl.Workload]
+) -> None:
+    """Boot, baseline, iterations, clean shutdown. GuestCrash/InfraError propagate; state keeps the progress."""
+    from pagelab.vm.guest import Guest, GuestOptions
+
+    s = state.settings
+    options = _guest_options(GuestOptions, s, state.out.console_log)
+    t0 = time.perf_counter()
+    state.booted = False
+    guest_cm = Guest(kernel, image, options, ui)
+    try:
+        guest = guest_cm.__enter__()
+    except PagelabError as err:
+        state.timings["boot"] = time.perf_counter() - t0
+        state.boot_error = str(err)
+        raise
+    state.timings["boot"] = time.perf_counter() - t0
+    state.booted = True
+    exc_info: tuple[Any, Any, Any] = (None, None, None)
+    try:
+        state.kernel_version = getattr(guest, "kernel_version", None) or state.kernel_version
+        state.guest_info.update(
+            accel=str(getattr(guest, "accel", "") or ""),
+            memory=s.memory,
+            cpus=s.cpus,
+            boot_timings=_jsonable(getattr(guest, "timings", {})),
+        )
+        for src, dst in _uploads(s):
+            guest.upload(src, dst)
+        for name, ko in modules.items():
+            path = guest.upload(ko, f"/root/modules/{ko.name}")
+            res = guest.run(f"insmod {path}", timeout=60)
+            if res.status != 0:
+                guest.check_crash()
+                raise UsageError(f"insmod {name}: {(res.stderr or res.stdout).strip()}")
+        collector = Collector(guest, state.out.snapshots, ui, readers=s.readers)
+        _settle(state, guest)
+        _snapshot(state, collector, "baseline")
+        for i in range(1, s.iterations + 1):
+            for w in workloads:
+                r = WorkloadRun(w, i)
+                state.runs.append(r)
+                ui.step(f"iteration {i}/{s.iterations}: {w.spec}")
+                t1 = time.perf_counter()
+                res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
+                r.seconds = time.perf_counter() - t1
+                r.status = res.status
+                r.output = (res.stdout + res.stderr)[-4000:]
+                state.timings["workloads"] = state.timings.get("workloads", 0.0) + r.seconds
+                guest.check_crash()
+                if res.status != 0:
+                    ui.warn(f"workload {w.spec!r} exited {res.status}: {(res.stderr or res.stdout).strip()[-300:]}")
+            _settle(state, guest)
+            _snapshot(state, collector, f"iter{i}")
+        guest.check_crash()
+    except BaseException:
+        exc_info = sys.exc_info()
+        raise
+    finally:
+        t2 = time.perf_counter()
+        try:
+            guest_cm.__exit__(*exc_info)
+        finally:
+            state.timings["shutdown"] = time.perf_counter() - t2
+            log = getattr(guest_cm, "console_log", None)
+            _copy_console(log, state.out.console_log)
+
+
+def _guest_options(cls: Any, s: RunSettings, console_log: Path) -> Any:
+    options = cls.from_args(s.namespace())
+    if hasattr(options, "console_log"):
+        options.console_log = console_log
+    return options
+
+
+def _copy_console(log: Any, dest: Path) -> None:
+    if log is None:
+        return
+    src = Path(log) if not callable(log) else None
+    if src is not None and src.is_file() and src.resolve() != dest.resolve():
+        shutil.copyfile(src, dest)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+# -- report -------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    report: dict[str, Any]
+    found: list[pdiff.Suspect]
+    exit_code: int
+
+
+def _analyse(state: RunState, ui: UI) -> Outcome:
+    s = state.settings
+    snaps = [t.snapshot for t in state.snapshots]
+    with state.timed("analysis"):
+        found = pdiff.suspects(snaps) if len(snaps) >= 2 else []
+    failed_workloads = [r for r in state.runs if r.status not in (None, 0)]
+    threshold = s.fail_on_growth if s.fail_on_growth is not None else 0
+    if state.crashes:
+        status, code = "crash", 3
+    elif state.error is not None:
+        status, code = "error", 4
+    elif failed_workloads:
+        status, code = "error", 4
+        state.error = f"{len(failed_workloads)} workload run(s) failed, first: {failed_workloads[0].workload.spec!r}"
+    else:
+        status = pdiff.status_of(found, threshold=threshold)
+        code = 1 if (s.fail_on_growth is not None and found and found[0].growth_pages > s.fail_on_growth) else 0
+    state.timings["total"] = time.time() - state.started
+    report = pdiff.to_json(
+        snaps,
+        found,
+        kernel=state.kernel_version,
+        crashes=state.crashes,
+        timings={k: round(v, 3) for k, v in state.timings.items()},
+        status=status,
+        threshold=threshold,
+        top=max(s.top, 50),
+        paths=[str(t.path) for t in state.snapshots],
+    )
+    for entry, taken in zip(report["snapshots"], state.snapshots, strict=True):
+        entry.update(
+            show_stacks=str(taken.stacks_path) if taken.stacks_path else None,
+            bytes=taken.bytes,
+            seconds=round(taken.seconds, 3),
+            readers=taken.readers,
+        )
+    report["error"] = state.error
+    report["accel"] = state.guest_info.get("accel")
+    report["workloads"] = [
+        {
+            "spec": r.workload.spec,
+            "iteration": r.iteration,
+            "status": r.status,
+            "seconds": round(r.seconds, 3),
+        }
+        for r in state.runs
+    ]
+    report["fail_on_growth"] = s.fail_on_growth
+    report["out"] = str(state.out.path)
+    return Outcome(report, found, code)
+
+
+def _table(ui: UI, title: str) -> Table:
+    if ui.plain:
+        return Table(title=title, box=box.ASCII, title_justify="left", show_edge=False, pad_edge=False)
+    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", header_style="bold")
+
+
+def _mib(pages: int) -> str:
+    return f"{pages * PAGE_SIZE / (1 << 20):.1f}"
+
+
+def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
+    """The terminal report: run summary, snapshots, suspects with trend, top owners, crashes, verdict."""
+    s = state.settings
+    rep = outcome.report
+    t = _table(ui, "Run")
+    t.add_column("", style=None if ui.plain else "bold")
+    t.add_column("")
+    t.add_row(
+        "kernel", f"{state.kernel_version or '?'}" + (" (cached build)" if (state.build or {}).get("cached") else "")
+    )
+    t.add_row("guest", f"{rep.get('accel') or '?'} · {s.memory or 'default'} memory · {s.cpus or 'default'} vCPUs")
+    t.add_row("workloads", ", ".join(s.workloads) + f"  × {s.iterations} iterations")
+    order = ("build", "modules", "image", "boot", "snapshots", "workloads", "settle", "shutdown", "analysis", "total")
+    t.add_row("timings", "  ".join(f"{k} {state.timings[k]:.1f}s" for k in order if k in state.timings))
+    t.add_row("artifacts", str(state.out.path))
+    ui.print(t)
+
+    if state.snapshots:
+        st = _table(ui, "Snapshots")
+        for col, just in (("#", "right"), ("label", "left"), ("records", "right"), ("pages", "right")):
+            st.add_column(col, justify=just)  # type: ignore[arg-type]
+        for col in ("MiB", "dump MiB", "seconds", "readers"):
+            st.add_column(col, justify="right")
+        for taken in state.snapshots:
+            snap = taken.snapshot
+            st.add_row(
+                str(taken.index),
+                taken.label,
+                f"{snap.records or 0:,}",
+                f"{snap.total_pages:,}",
+                _mib(snap.total_pages),
+                f"{taken.bytes / (1 << 20):.1f}",
+                f"{taken.seconds:.1f}",
+                str(taken.readers),
+            )
+        ui.print(st)
+
+    snaps = [t.snapshot for t in state.snapshots]
+    if len(snaps) >= 2:
+        if outcome.found:
+            render_suspects(ui, snaps, outcome.found, top=s.top)
+        else:
+            ui.print(Text("No stack grew from the baseline to the last snapshot."))
+    if snaps:
+        last = snaps[-1]
+        ot = _table(ui, f"Top owners in the last snapshot ({last.label})")
+        ot.add_column("#", justify="right")
+        ot.add_column("pages", justify="right")
+        ot.add_column("MiB", justify="right")
+        ot.add_column("callsite", overflow="fold")
+        ot.add_column("module")
+        ot.add_column("class")
+        for i, stack in enumerate(last.ranked()[: s.top], 1):
+            ot.add_row(
+                str(i), f"{stack.pages:,}", _mib(stack.pages), stack.callsite, stack.module or BUILTIN_MODULE, stack.cls
+            )
+        ui.print(ot)
+
+    for crash in state.crashes:
+        text = Text(f"guest kernel crash ({crash['kind']}): {crash['title']}\n", style=None if ui.plain else "bold red")
+        if crash.get("excerpt"):
+            text.append(crash["excerpt"].rstrip() + "\n")
+        ui.print(text)
+    ui.print(Text(_verdict(state, outcome), style=None if ui.plain else "bold"))
+
+
+def _verdict(state: RunState, outcome: Outcome) -> str:
+    rep = outcome.report
+    s = state.settings
+    if rep["status"] == "crash":
+        return "verdict: the guest kernel crashed (exit 3)"
+    if rep["status"] == "error":
+        return f"verdict: the run did not complete: {state.error} (exit 4)"
+    top = outcome.found[0] if outcome.found else None
+    head = f"top suspect {top.callsite} grew {top.growth_pages:,} pages" if top else "nothing grew"
+    if outcome.exit_code == 1:
+        return f"verdict: {head}, over --fail-on-growth {s.fail_on_growth} (exit 1)"
+    if s.fail_on_growth is not None:
+        return f"verdict: {head}, within --fail-on-growth {s.fail_on_growth}"
+    return f"verdict: {head} (status {rep['status']})"
+
+
+def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
+    s = state.settings
+    cases: list[Case] = []
+    boot = Case("pagelab.run", "boot", state.timings.get("boot", 0.0))
+    if state.booted is None:
+        boot.outcome, boot.message = "skipped", state.error or "did not get as far as booting"
+    elif not state.booted:
+        boot.outcome, boot.message = "error", state.boot_error or "boot failed"
+    cases.append(boot)
+    for r in state.runs:
+        c = Case("pagelab.run.workloads", f"{r.workload.label} iteration {r.iteration}", r.seconds, output=r.output)
+        if r.status is None:
+            c.outcome, c.message = "skipped", "the run stopped before this workload finished"
+        elif r.status != 0:
+            c.outcome, c.message = "failure", f"exited with status {r.status}"
+        cases.append(c)
+    ran = {(r.workload.label, r.iteration) for r in state.runs}
+    for i in range(1, s.iterations + 1):
+        for w in wl.resolve_all(s.workloads):
+            if (w.label, i) not in ran:
+                cases.append(
+                    Case("pagelab.run.workloads", f"{w.label} iteration {i}", outcome="skipped", message="not run")
+                )
+    crash = Case("pagelab.run", "crash-free")
+    if state.crashes:
+        c0 = state.crashes[0]
+        crash.outcome, crash.message, crash.details = "failure", f"{c0['kind']}: {c0['title']}", c0.get("excerpt", "")
+    elif state.booted is not True:
+        crash.outcome, crash.message = "skipped", "the guest did not run"
+    cases.append(crash)
+    growth = Case("pagelab.run", "growth")
+    if len(state.snapshots) < 2:
+        growth.outcome, growth.message = "skipped", "fewer than two snapshots"
+    elif outcome.exit_code == 1:
+        top = outcome.found[0]
+        growth.outcome = "failure"
+        growth.message = f"{top.callsite} grew {top.growth_pages} pages (> --fail-on-growth {s.fail_on_growth})"
+        growth.details = "\n".join(top.frames)
+    elif outcome.found:
+        growth.output = f"top suspect {outcome.found[0].callsite}: +{outcome.found[0].growth_pages} pages\n"
+    cases.append(growth)
+    return cases
+
+
+def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | None) -> None:
+    out = state.out
+    out.write_json(out.report_json, outcome.report)
+    out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(state.started))
+    write_junit(out.junit_xml, SUITE, _junit_cases(state, outcome), timestamp=stamp)
+    meta = metadata(
+        settings_reproduce=state.settings.reproduce(),
+        build=state.build,
+        guest=state.guest_info,
+        timings=state.timings,
+        status=outcome.report["status"],
+        exit_code=outcome.exit_code,
+        started=state.started,
+        config=state.config_path,
+    )
+    meta["kernel"]["kernel_version"] = state.kernel_version or meta["kernel"].get("kernel_version")
+    meta["profile"] = state.settings.profile
+    out.write_json(out.metadata_json, meta)
+    if json_out:
+        with open_output(json_out) as fp:
+            json.dump(outcome.report, fp, indent=2)
+            fp.write("\n")
+
+
+def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str | None = None) -> int:
+    """The whole leak hunt; returns the exit code (0 ok, 1 growth over the threshold).
+
+    Raises UsageError before anything runs for bad settings; GuestCrash (3) and InfraError (4) after the
+    report and artifacts are written.
+    """
+    workloads = wl.resolve_all(settings.workloads)
+    wl.check_host_tools(workloads)
+    uploads = _uploads(settings)
+    del uploads  # validated here, before the kernel build; uploaded after boot
+    state = RunState(settings, RunDir(out or default_out_dir()))
+    ui.step(f"run: {len(workloads)} workload(s) × {settings.iterations} iteration(s) → {state.out.path}")
+    failure: PagelabError | None = None
+    try:
+        kernel, build = _kernel(state, ui)
+        modules = _modules(state, workloads, build, ui)
+        from pagelab.image import build_image
+
+        with state.timed("image"):
+            extra = wl.guest_files()
+            extra[READER_GUEST_PATH] = build_reader(ui=ui)
+            image = build_image(Path(build.modules_dir) if build and build.modules_dir else None, extra, ui)
+        _guest_phase(state, ui, kernel, image, modules, workloads)
+    except GuestCrash as err:
+        state.crashes.append({"kind": err.kind, "title": err.title, "excerpt": err.excerpt})
+        failure = err
+    except UsageError:
+        raise
+    except PagelabError as err:
+        state.error = str(err)
+        failure = err
+    outcome = _analyse(state, ui)
+    render_run(ui, state, outcome)
+    _write_artifacts(state, outcome, ui, json_out)
+    if failure is not None:
+        raise failure
+    return outcome.exit_code
+
+
+def run_from_args(args: argparse.Namespace, ui: UI) -> int:
+    """``pagelab run``: merge profile and flags, then run. Raises as ``run`` does."""
+    from pagelab.profile import settings_from
+
+    settings = settings_from(args)
+    return run(settings, ui, out=args.out, json_out=args.json)

@@ -1,0 +1,48 @@
+"""Test kernel modules (``guest/modules/<name>/``) built out of tree against a pagelab kernel build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.errors import BuildError, UsageError
+from pagelab.ui import UI
+
+MODULES_DIR = Path(__file__).resolve().parent.parent / "guest" / "modules"
+_TAIL = 15
+
+
+def available() -> list[str]:
+    """Names of the test modules shipped in the repository."""
+    return sorted(p.name for p in MODULES_DIR.iterdir() if (p / "Makefile").is_file()) if MODULES_DIR.is_dir() else []
+
+
+def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: int | None = None) -> Path:
+    """``guest/modules/NAME`` built with ``make -C BUILD_DIR M=… modules`` (cached by sources and kernel).
+
+    ``kernel_key`` identifies the kernel (its config sha256 and version). Returns the ``.ko``.
+    Raises UsageError for an unknown module, BuildError when make fails.
+    """
+    src = MODULES_DIR / name
+    if not (src / "Makefile").is_file():
+        raise UsageError(f"test module {name!r}: no {src}/Makefile (available: {', '.join(available()) or 'none'})")
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    key = content_key([kernel_key, str(build_dir), *(f"{p.name}:{file_sha256(p)}" for p in files)])
+    directory = cache_dir("modules", name, key)
+    ko = directory / "src" / f"{name}.ko"
+    with file_lock(directory / ".lock"):
+        if ko.exists():
+            return ko
+        ui.step(f"building test module {name} against {build_dir}")
+        work = directory / "src"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(src, work)
+        cmd = ["make", "-C", str(build_dir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}", "modules"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not ko.exists():
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_TAIL:])
+            raise BuildError(f"test module {name}: `{' '.join(cmd)}` failed (status {proc.returncode}):\n{tail}")
+    return ko
