@@ -114,7 +114,9 @@ def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
-    raise UsageError("pagelab run: not available yet")
+    from pagelab.run import run_from_args
+
+    return run_from_args(args, ui)
 
 
 def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
@@ -174,7 +176,10 @@ def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:
-    raise UsageError("pagelab workloads: not available yet")
+    from pagelab.workloads import render_catalogue
+
+    render_catalogue(ui)
+    return 0
 
 
 # -- entry point -----------------------------------------------------------------------------------
