@@ -106,7 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- subcommands (each owned by one stage) ---------------------------------------------------------
 def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
-    raise UsageError("pagelab build: not available yet")
+    import json
+
+    from pagelab.kernel.build import BuildOptions, build_kernel
+
+    result = build_kernel(BuildOptions.from_args(args), ui)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        ui.print(f"bzImage    {result.bzimage}")
+        ui.print(f"build_dir  {result.build_dir}")
+        ui.print(f"kernel     {result.kernel_version}  config sha256 {result.config_sha256[:16]}")
+        if result.modules_dir:
+            ui.print(f"modules    {result.modules_dir}")
+        ui.print(f"{'cached' if result.cached else 'built'} in {result.seconds:.1f} s")
+    return 0
 
 
 def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:

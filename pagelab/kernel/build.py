@@ -1,0 +1,515 @@
+"""Cached out-of-tree kernel builds: fragments → verified .config → bzImage, vmlinux and staged modules.
+
+Cache layout (under ``cache_root()/kernel``)::
+
+    src/<tarball sha256[:16]>/…            unpacked tarballs (source.py)
+    builds/<group>/                        group = source location + compiler + make variables
+        kconfig/                           scratch O= dir where configs are resolved (under kconfig.lock)
+        <config sha256[:16]>/              one result per final .config
+            obj/                           the O= build dir: bzImage, vmlinux, .config; `make -C obj M=…`
+            modules/lib/modules/<release>/ stripped modules for the guest image
+            build.log  metadata.json       metadata.json is written last: it marks the entry valid
+    resolved/<input key>.json              (sources, base, fragments, compiler, vars) → config sha256
+
+Why one build dir per config: ``build_dir`` must stay a valid kernel output dir for external
+modules as long as its result is cached, so configs cannot share one tree. A new config's dir is
+seeded with a copy (timestamps kept) of the group's most recent finished dir, so Kbuild only
+recompiles what the changed symbols touch: a changed fragment is an incremental build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pagelab import __version__
+from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_sha256
+from pagelab.errors import BuildError, InputError, UsageError
+from pagelab.kernel import kconfig
+from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
+from pagelab.ui import UI
+
+#: kconfigs/ at the top of the project: the fragments every build starts from.
+KCONFIGS = Path(__file__).resolve().parent.parent.parent / "kconfigs"
+DEFAULT_FRAGMENTS = ("qemu-x86_64.config", "page_owner.config")
+BASES = ("tinyconfig", "defconfig")
+#: Environment variables Kbuild reads that change what gets built: part of the cache key.
+KBUILD_ENV = ("ARCH", "CROSS_COMPILE", "LLVM", "KCFLAGS", "KCPPFLAGS", "KAFLAGS", "KRUSTFLAGS", "LOCALVERSION")
+#: Bump when the layout or what a result contains changes: old entries are then ignored.
+LAYOUT = "1"
+FAILED_TAIL_LINES = 40
+_PROGRESS_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|CC \[M\]|LD \[M\])\s+(\S+)")
+
+
+@dataclass
+class BuildOptions:
+    """What to build. Defaults: the Debian 6.12 source, tinyconfig, the default fragments, all cores."""
+
+    kernel_src: str | None = None
+    base: str | None = None
+    fragments: list[str] = field(default_factory=list)
+    jobs: int | None = None
+    make_vars: list[str] = field(default_factory=list)  # e.g. ["LLVM=1"]; part of the cache key
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BuildOptions:
+        """From the parsed ``_add_build_options`` arguments (cli.py)."""
+        return cls(
+            kernel_src=getattr(args, "kernel_src", None),
+            base=getattr(args, "base", None),
+            fragments=list(getattr(args, "fragment", None) or []),
+            jobs=getattr(args, "jobs", None),
+        )
+
+
+@dataclass
+class BuildResult:
+    """A built (or cached) kernel. ``build_dir`` is the O= dir: ``make -C build_dir M=dir modules`` works."""
+
+    bzimage: Path
+    vmlinux: Path
+    build_dir: Path
+    config: Path
+    kernel_version: str
+    config_sha256: str
+    cached: bool
+    seconds: float
+    modules_dir: Path | None  # staging dir holding lib/modules/<kernel_version>, or None without modules
+    metadata: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``build --json`` shape of design.md (plus modules_dir and metadata)."""
+        return {
+            "bzimage": str(self.bzimage),
+            "vmlinux": str(self.vmlinux),
+            "build_dir": str(self.build_dir),
+            "config": str(self.config),
+            "kernel_version": self.kernel_version,
+            "config_sha256": self.config_sha256,
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+            "modules_dir": str(self.modules_dir) if self.modules_dir else None,
+            "metadata": str(self.metadata),
+        }
+
+
+# -- inputs --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    src: KernelSource
+    base: str
+    base_digest: str
+    fragments: tuple[Path, ...]
+    wanted: dict[str, kconfig.Setting]
+    compiler: str
+    make_vars: tuple[str, ...]
+    env_vars: tuple[str, ...]
+    jobs: int
+
+    @property
+    def group(self) -> str:
+        return content_key([LAYOUT, self.src.identity, self.compiler, *self.make_vars, "--env--", *self.env_vars])
+
+    @property
+    def input_key(self) -> str:
+        parts = [self.group, self.src.state, self.base, self.base_digest]
+        parts += [file_sha256(f) for f in self.fragments]
+        return content_key(parts, 32)
+
+
+def _fragments(opts: BuildOptions) -> list[Path]:
+    defaults = [KCONFIGS / name for name in DEFAULT_FRAGMENTS]
+    for f in defaults:
+        if not f.is_file():
+            raise InputError(str(f), "default fragment missing (is the pagelab checkout complete?)")
+    extra = []
+    for f in opts.fragments:
+        p = Path(f).expanduser()
+        if not p.is_file():
+            raise InputError(f, "--fragment: no such file" if not p.exists() else "--fragment: not a regular file")
+        extra.append(p.resolve())
+    return defaults + extra
+
+
+def _compiler(make_vars: Sequence[str]) -> str:
+    """First line of the compiler's ``--version`` (what Kbuild records as CC_VERSION_TEXT)."""
+    cc = "gcc"
+    for v in make_vars:
+        if v.startswith("CC="):
+            cc = v[3:]
+        elif v.startswith("LLVM=") and cc == "gcc":
+            cc = "clang"
+    if os.environ.get("LLVM") and cc == "gcc":
+        cc = "clang"
+    cc = os.environ.get("CROSS_COMPILE", "") + cc if cc == "gcc" else cc
+    try:
+        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise BuildError(
+            f"compiler {cc!r} does not run ({err}); install build-essential (scripts/setup-host.sh)"
+        ) from None
+    return out.splitlines()[0].strip() if out else cc
+
+
+def _plan(opts: BuildOptions, ui: UI) -> _Plan:
+    if opts.jobs is not None and opts.jobs < 1:
+        raise UsageError(f"--jobs: expected a positive number, got {opts.jobs}")
+    base = opts.base or "tinyconfig"
+    if base in BASES:
+        base_digest = ""
+    else:
+        p = Path(base).expanduser()
+        if not p.is_file():
+            raise InputError(base, "--base: expected tinyconfig, defconfig or an existing .config file")
+        base = str(p.resolve())
+        base_digest = file_sha256(p)
+    fragments = _fragments(opts)
+    wanted = kconfig.requested(fragments)  # parse now: a bad fragment fails before anything slow
+    src = resolve_source(opts.kernel_src, ui)
+    make_vars = tuple(opts.make_vars)
+    env_vars = tuple(f"{k}={os.environ[k]}" for k in KBUILD_ENV if os.environ.get(k))
+    return _Plan(
+        src=src,
+        base=base,
+        base_digest=base_digest,
+        fragments=tuple(fragments),
+        wanted=wanted,
+        compiler=_compiler(make_vars),
+        make_vars=make_vars,
+        env_vars=env_vars,
+        jobs=opts.jobs or os.cpu_count() or 1,
+    )
+
+
+# -- the cache -----------------------------------------------------------------------------------
+def _kernel_root() -> Path:
+    return cache_dir("kernel")
+
+
+def _result_from(entry: Path, *, cached: bool, seconds: float) -> BuildResult | None:
+    """The result recorded in ``entry`` if it is complete and its outputs still exist, else None."""
+    try:
+        meta = json.loads((entry / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None
+    obj = entry / "obj"
+    bzimage = obj / "arch" / "x86" / "boot" / "bzImage"
+    if meta.get("layout") != LAYOUT or not bzimage.is_file() or not (obj / ".config").is_file():
+        return None
+    modules = entry / "modules" if meta.get("modules") else None
+    if modules is not None and not modules.is_dir():
+        return None
+    return BuildResult(
+        bzimage=bzimage,
+        vmlinux=obj / "vmlinux",
+        build_dir=obj,
+        config=obj / ".config",
+        kernel_version=meta["kernel_version"],
+        config_sha256=meta["config_sha256"],
+        cached=cached,
+        seconds=seconds,
+        modules_dir=modules,
+        metadata=entry / "metadata.json",
+    )
+
+
+def _lookup(plan: _Plan, started: float) -> BuildResult | None:
+    """A cache hit for these inputs, without running make (the ≤ 2 s path)."""
+    try:
+        pointer = json.loads((_kernel_root() / "resolved" / f"{plan.input_key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    entry = _kernel_root() / "builds" / plan.group / pointer.get("entry", "-")
+    hit = _result_from(entry, cached=True, seconds=0.0)
+    if hit is None or hit.config_sha256 != pointer.get("config_sha256"):
+        return None
+    meta = json.loads(hit.metadata.read_text())
+    if meta.get("source", {}).get("state") != plan.src.state:
+        return None
+    hit.seconds = time.monotonic() - started
+    return hit
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[bool]:
+    """Non-blocking exclusive flock: yields False when someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# -- the build -----------------------------------------------------------------------------------
+def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
+    """Build (or find in the cache) the kernel ``opts`` describes.
+
+    Raises UsageError/InputError (exit 2) for bad options, a missing source, fragment or base file;
+    BuildError (exit 4) when a requested symbol does not land (before compiling) or make fails.
+    """
+    started = time.monotonic()
+    plan = _plan(opts, ui)
+    hit = _lookup(plan, started)
+    if hit is not None:
+        ui.step(f"kernel {hit.kernel_version} cached: {hit.bzimage}")
+        return hit
+
+    group_dir = cache_dir("kernel", "builds", plan.group)
+    config_text = _resolve_config(plan, group_dir, ui)
+    config_sha = hashlib.sha256(config_text.encode()).hexdigest()
+    entry = group_dir / config_sha[:16]
+    with file_lock(group_dir / f"{config_sha[:16]}.lock"):
+        done = _result_from(entry, cached=True, seconds=0.0)
+        if done is not None and json.loads(done.metadata.read_text()).get("source", {}).get("state") == plan.src.state:
+            # Same final config as an existing build (e.g. a fragment that changes nothing), or a
+            # concurrent pagelab finished it while we waited for the lock.
+            _point(plan, entry.name, config_sha)
+            done.seconds = time.monotonic() - started
+            ui.step(f"kernel {done.kernel_version} cached: {done.bzimage}")
+            return done
+        result = _build_entry(plan, group_dir, entry, config_text, config_sha, ui, started)
+        _point(plan, entry.name, config_sha)
+        return result
+
+
+def _resolve_config(plan: _Plan, group_dir: Path, ui: UI) -> str:
+    """Base + fragments → final .config text, verified. Runs in the group's scratch dir under its lock."""
+    scratch = group_dir / "kconfig"
+    log = group_dir / "kconfig.log"
+    with file_lock(group_dir / "kconfig.lock"):
+        log.write_text("")
+        ui.step(f"configuring {plan.src.describe()}: {Path(plan.base).name} + {len(plan.fragments)} fragment(s)")
+        base_file = kconfig.make_base(plan.src.tree, scratch, plan.base, plan.make_vars, log)
+        final = kconfig.merge(plan.src.tree, scratch, base_file, plan.fragments, plan.make_vars, log)
+        text = final.read_text()
+    mismatches = kconfig.verify(plan.wanted, kconfig.parse_config(text), lambda: kconfig.load_index(plan.src.tree))
+    if mismatches:
+        raise BuildError(kconfig.format_mismatches(mismatches, final))
+    return text
+
+
+def _point(plan: _Plan, entry_name: str, config_sha: str) -> None:
+    resolved = cache_dir("kernel", "resolved")
+    atomic_write(resolved / f"{plan.input_key}.json", json.dumps({"entry": entry_name, "config_sha256": config_sha}))
+
+
+def _seed(group_dir: Path, entry: Path, ui: UI) -> None:
+    """Create ``entry/obj`` as a copy of the group's newest finished build dir (or empty), for incremental builds."""
+    obj = entry / "obj"
+    for stale in entry.glob("obj.seed.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if obj.is_dir():
+        return
+    siblings = sorted(
+        (p for p in group_dir.iterdir() if p != entry and (p / "metadata.json").is_file() and (p / "obj").is_dir()),
+        key=lambda p: (p / "metadata.json").stat().st_mtime,
+        reverse=True,
+    )
+    for sib in siblings:
+        # Copy only a build nobody is writing: a half-written object with a fresh mtime would look up to date.
+        with _try_lock(group_dir / f"{sib.name}.lock") as free:
+            if not free or not (sib / "metadata.json").is_file():
+                continue
+            ui.step(f"seeding the build dir from {sib.name} (incremental build)")
+            tmp = entry / f"obj.seed.{os.getpid()}"
+            proc = subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(sib / "obj"), str(tmp)], capture_output=True, text=True, check=False
+            )
+            if proc.returncode == 0:
+                os.rename(tmp, obj)
+                return
+            shutil.rmtree(tmp, ignore_errors=True)
+            ui.warn(f"could not copy {sib / 'obj'} ({proc.stderr.strip()[-200:]}); building from scratch")
+    obj.mkdir(parents=True, exist_ok=True)
+
+
+def _estimate(group_dir: Path, entry: Path) -> int | None:
+    """Objects the last build of this config compiled (else the group's newest build's count)."""
+    candidates = [entry, *sorted(group_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)]
+    for cand in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            return int((cand / "objects").read_text())
+    return None
+
+
+def _build_entry(
+    plan: _Plan, group_dir: Path, entry: Path, config_text: str, config_sha: str, ui: UI, started: float
+) -> BuildResult:
+    entry.mkdir(parents=True, exist_ok=True)
+    # From here until metadata.json is rewritten the entry is not valid: an interrupt leaves it so.
+    with contextlib.suppress(FileNotFoundError):
+        (entry / "metadata.json").unlink()
+    _seed(group_dir, entry, ui)
+    obj = entry / "obj"
+    current = obj / ".config"
+    if not current.is_file() or current.read_text() != config_text:
+        # A newer .config makes Kbuild run syncconfig, which touches only the changed symbols' files.
+        atomic_write(current, config_text)
+    log = entry / "build.log"
+    make_cmd = ["make", "-C", str(plan.src.tree), f"O={obj}", f"-j{plan.jobs}", *plan.make_vars, "bzImage", "modules"]
+    ui.step(f"building {plan.src.version} in {obj} (make -j{plan.jobs})")
+    t0 = time.monotonic()
+    objects = _run_make(make_cmd, plan.src.tree, log, _estimate(group_dir, entry), ui)
+    build_seconds = time.monotonic() - t0
+    config = kconfig.parse_config(config_text)
+    release = (obj / "include" / "config" / "kernel.release").read_text().strip()
+    modules = _install_modules(plan, obj, entry, log) if config.get("MODULES") == "y" else None
+    atomic_write(entry / "objects", str(objects))
+    meta = _metadata(plan, entry, release, config_sha, make_cmd, build_seconds, objects, modules is not None)
+    atomic_write(entry / "metadata.json", json.dumps(meta, indent=2) + "\n")
+    result = _result_from(entry, cached=False, seconds=time.monotonic() - started)
+    if result is None:
+        raise BuildError(f"make succeeded but {obj}/arch/x86/boot/bzImage is missing; full log: {log}")
+    ui.step(f"built {release} in {build_seconds:.0f} s ({objects} objects): {result.bzimage}")
+    return result
+
+
+def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI) -> int:
+    """Run make with a live progress bar (objects compiled vs. ``estimate``). Raises BuildError on failure."""
+    count = 0
+    with open(log, "w", encoding="utf-8") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        # Own session: Ctrl-C reaches us, and we take the whole make tree down ourselves.
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        try:
+            with ui.progress("compiling", total=estimate) as task:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    out.write(line)
+                    m = _PROGRESS_LINE.match(line)
+                    if m:
+                        count += 1
+                        if estimate is not None and count > estimate:
+                            estimate = None  # the estimate was low: switch to a plain count
+                            task.update(total=None)
+                        task.update(completed=count, description=f"compiling {m.group(2)[-40:]:<40}")
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if rc != 0:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = "\n".join(lines[-FAILED_TAIL_LINES:])
+        raise BuildError(
+            f"kernel build failed (make exit {rc}); last {FAILED_TAIL_LINES} lines:\n{tail}\nfull log: {log}"
+        )
+    return count
+
+
+def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:
+    """``make modules_install`` (stripped) into ``entry/modules``, replaced atomically."""
+    staging = entry / "modules"
+    tmp = entry / f"modules.tmp.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = ["make", "-C", str(plan.src.tree), f"O={obj}", *plan.make_vars]
+    cmd += [f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1", "modules_install"]
+    with open(log, "a", encoding="utf-8") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        rc = subprocess.run(cmd, cwd=plan.src.tree, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-FAILED_TAIL_LINES:])
+        raise BuildError(f"make modules_install failed (exit {rc}):\n{tail}\nfull log: {log}")
+    # The `build` link points into this cache entry; a guest image must not follow it.
+    for link in tmp.glob("lib/modules/*/build"):
+        if link.is_symlink():
+            link.unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    os.rename(tmp, staging)
+    return staging
+
+
+def _metadata(
+    plan: _Plan,
+    entry: Path,
+    release: str,
+    config_sha: str,
+    make_cmd: list[str],
+    seconds: float,
+    objects: int,
+    modules: bool,
+) -> dict[str, Any]:
+    reproduce = ["pagelab", "build"]
+    if plan.src.kind != "tarball" or plan.src.origin != _default_origin():
+        reproduce += ["--kernel-src", plan.src.origin]
+    if plan.base != "tinyconfig":
+        reproduce += ["--base", plan.base]
+    defaults = {KCONFIGS / n for n in DEFAULT_FRAGMENTS}
+    for frag in plan.fragments:
+        if frag not in defaults:
+            reproduce += ["--fragment", str(frag)]
+    reproduce += [f"--jobs={plan.jobs}"]
+    return {
+        "layout": LAYOUT,
+        "pagelab": __version__,
+        "source": {
+            "origin": plan.src.origin,
+            "kind": plan.src.kind,
+            "tree": str(plan.src.tree),
+            "identity": plan.src.identity,
+            "state": plan.src.state,
+            "version": plan.src.version,
+        },
+        "kernel_version": release,
+        "base": plan.base,
+        "fragments": [{"path": str(f), "sha256": file_sha256(f)} for f in plan.fragments],
+        "config_sha256": config_sha,
+        "compiler": plan.compiler,
+        "make_vars": list(plan.make_vars),
+        "env": list(plan.env_vars),
+        "make_command": shlex.join(make_cmd),
+        "jobs": plan.jobs,
+        "seconds": round(seconds, 1),
+        "objects": objects,
+        "modules": modules,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reproduce": shlex.join(reproduce),
+    }
+
+
+def _default_origin() -> str:
+    found = sorted(glob.glob(DEFAULT_TARBALL_GLOB))
+    return found[-1] if found else ""
