@@ -185,7 +185,7 @@ class Parser:
             raise InputError(self.name, "binary data (NUL byte); expected a text page_owner dump", line)
         parts = buf.split(b"\n\n")
         self._buf = parts.pop()
-        self._run(parts, buf)
+        self._run(parts)
         consumed = len(buf) - len(self._buf)
         if consumed:
             self._line += buf.count(b"\n", 0, consumed)
@@ -204,7 +204,7 @@ class Parser:
                 self.warnings.append(
                     f"{self.name}: the last entry has no closing blank line (truncated input?); counted anyway"
                 )
-                self._run([tail], tail)
+                self._run([tail])
             self._buf = b""
             if self._items == 0:
                 raise InputError(self.name, f"no records or show_stacks entries (empty input); {_EXPECT_ANY}")
@@ -214,33 +214,36 @@ class Parser:
     def _line_at(self, buf: bytes, offset: int) -> int:
         return self._line + buf.count(b"\n", 0, offset)
 
-    def _run(self, parts: list[bytes], buf: bytes) -> None:
+    def _run(self, parts: list[bytes]) -> None:
         handler = self._entry
-        i = 0
+        line = self._line
+        rec = b""
         try:
-            for i, rec in enumerate(parts):  # noqa: B007 - i is read in the error path
+            for rec in parts:
                 if rec:
-                    handler(rec)
+                    handler(rec, line)
+                    line += rec.count(b"\n") + 2
+                else:
+                    line += 2
         except _BadInput as bad:
-            offset = sum(len(p) + 2 for p in parts[:i])
-            rec = parts[i]
             lead = len(rec) - len(rec.lstrip(b"\n"))
-            line = self._line_at(buf, offset) + lead + bad.line_in_record
-            raise InputError(self.name, bad.message, line) from None
+            raise InputError(self.name, bad.message, line + lead + bad.line_in_record) from None
 
-    def _entry(self, rec: bytes) -> None:
+    def _entry(self, rec: bytes, line: int) -> None:
         """Dispatch one blank-line-separated block; the first block fixes the input kind."""
         if rec[0] == 10:  # "\n": extra blank lines between entries
-            rec = rec.lstrip(b"\n")
-            if not rec:
+            stripped = rec.lstrip(b"\n")
+            if not stripped:
                 return
+            line += len(rec) - len(stripped)
+            rec = stripped
         kind = self.kind
         if kind is None:
             kind = self._detect(rec)
         if kind == "dump":
-            self._dump_record(rec)
+            self._dump_record(rec, line)
         else:
-            self._show_stacks_entry(rec)
+            self._show_stacks_entry(rec, line)
 
     def _detect(self, rec: bytes) -> str:
         if rec.startswith(_HEADER):
@@ -278,18 +281,19 @@ class Parser:
             stack = self._stacks[block] = tuple(out)
         return stack
 
-    def _dump_record(self, rec: bytes) -> None:
+    def _dump_record(self, rec: bytes, line: int) -> None:
         if not rec.startswith(_HEADER):
             first = rec.split(b"\n", 1)[0][:60].decode("utf-8", "backslashreplace")
             raise _BadInput(f"record starts with {first!r}; {_EXPECT_HEADER}")
         # A record whose blank separator was lost still starts its own header: split it off.
         nxt = rec.find(b"\n" + _HEADER)
         if nxt >= 0:
-            self._dump_record(rec[:nxt])
+            self._dump_record(rec[:nxt], line)
+            skipped = rec.count(b"\n", 0, nxt + 1)
             try:
-                self._dump_record(rec[nxt + 1 :])
+                self._dump_record(rec[nxt + 1 :], line + skipped)
             except _BadInput as bad:
-                bad.line_in_record += rec.count(b"\n", 0, nxt + 1)
+                bad.line_in_record += skipped
                 raise
             return
         nl = rec.find(b"\n")
@@ -319,7 +323,7 @@ class Parser:
                 extra = _extra_lines(rec[pos:])
         self._items += 1
         self._sink(
-            Record(order, mask, flags, pid, tgid, comm, ts, free_ts, pfn, mt, block_mt, page_flags, stack, extra)
+            Record(order, mask, flags, pid, tgid, comm, ts, free_ts, pfn, mt, block_mt, page_flags, stack, extra, line)
         )
 
     def _header(
@@ -380,7 +384,7 @@ class Parser:
                 raise _BadInput(f"unexpected text {rest[:40]!r} in header; {_EXPECT_HEADER}")
         return order, mask, flags, pid, tgid, comm, ts, free_ts
 
-    def _show_stacks_entry(self, rec: bytes) -> None:
+    def _show_stacks_entry(self, rec: bytes, line: int) -> None:
         if rec.endswith(b"\n"):
             rec = rec.rstrip(b"\n")
         nl = rec.rfind(b"\n")
@@ -424,7 +428,7 @@ class Parser:
                 f"{self.name}: 6.9-rc1 'stack_count:' counts allocations, not pages; treating each as one page"
             )
         self._items += 1
-        self._sink(StackCount(stack, count, count, key.decode()))
+        self._sink(StackCount(stack, count, count, key.decode(), line))
 
 
 def _pfn_line(line: str) -> tuple[int, str | None, str | None, str | None]:
