@@ -54,7 +54,7 @@ KBUILD_ENV = ("ARCH", "CROSS_COMPILE", "LLVM", "KCFLAGS", "KCPPFLAGS", "KAFLAGS"
 #: Bump when the layout or what a result contains changes: old entries are then ignored.
 LAYOUT = "1"
 FAILED_TAIL_LINES = 40
-_PROGRESS_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|CC \[M\]|LD \[M\])\s+(\S+)")
+_PROGRESS_LINE = re.compile(r"^\s+(CC \[M\]|LD \[M\]|CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN)\s+(\S+)")
 
 
 @dataclass
@@ -284,7 +284,11 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     config_text = _resolve_config(plan, group_dir, ui)
     config_sha = hashlib.sha256(config_text.encode()).hexdigest()
     entry = group_dir / config_sha[:16]
-    with file_lock(group_dir / f"{config_sha[:16]}.lock"):
+    lock = group_dir / f"{config_sha[:16]}.lock"
+    with _try_lock(lock) as free:
+        if not free:
+            ui.step(f"another pagelab is building this config ({entry.name}); waiting for it")
+    with file_lock(lock):
         done = _result_from(entry, cached=True, seconds=0.0)
         if done is not None and json.loads(done.metadata.read_text()).get("source", {}).get("state") == plan.src.state:
             # Same final config as an existing build (e.g. a fragment that changes nothing), or a
@@ -310,7 +314,10 @@ def _resolve_config(plan: _Plan, group_dir: Path, ui: UI) -> str:
         text = final.read_text()
     mismatches = kconfig.verify(plan.wanted, kconfig.parse_config(text), lambda: kconfig.load_index(plan.src.tree))
     if mismatches:
-        raise BuildError(kconfig.format_mismatches(mismatches, final))
+        # Keep the evidence: the scratch .config is overwritten by the next resolution.
+        rejected = cache_dir("kernel", "rejected") / f"{plan.input_key}.config"
+        atomic_write(rejected, text)
+        raise BuildError(kconfig.format_mismatches(mismatches, rejected))
     return text
 
 

@@ -329,7 +329,9 @@ def evaluate(expr: str, config: Mapping[str, str]) -> int:
             return tok[1:-1], False
         if tok in ("y", "m", "n"):
             return tok, False
-        return config.get(tok, "n" if not tok[0].isdigit() else tok), True
+        value = config.get(tok, "n" if not tok[0].isdigit() else tok)
+        # .config quotes strings; expressions compare the bare value.
+        return (value[1:-1] if len(value) >= 2 and value[0] == '"' == value[-1] else value), True
 
     def primary() -> int:
         nonlocal pos
