@@ -145,8 +145,8 @@ def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
     views = analyse.parse_views(args.by)
     for expr in args.filter:
         analyse.parse_filter(expr)  # usage errors before reading a large input
-    ui.step(f"reading {args.input}")
-    snap = analyse.load_snapshot(args.input)
+    with ui.progress(f"reading {args.input}"):
+        snap = analyse.load_snapshot(args.input)
     for warning in snap.warnings:
         ui.warn(warning)
     snap = snap.filtered(args.filter)
@@ -174,9 +174,9 @@ def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
     if args.top < 1:
         raise UsageError(f"--top {args.top}: expected a positive number of stacks")
     t0 = time.perf_counter()
-    ui.step(f"reading {args.before} and {args.after}")
-    before = analyse.load_snapshot(args.before)
-    after = analyse.load_snapshot(args.after)
+    with ui.progress(f"reading {args.before} and {args.after}"):
+        before = analyse.load_snapshot(args.before)
+        after = analyse.load_snapshot(args.after)
     for warning in before.warnings + after.warnings:
         ui.warn(warning)
     t1 = time.perf_counter()

@@ -40,7 +40,7 @@ CHUNK_SIZE = 1 << 20
 _HEADER = b"Page allocated via order "
 _HEADER_STR = "Page allocated via order "
 _EXPECT_HEADER = "expected 'Page allocated via order N, mask 0xM(FLAGS)[, pid P[, tgid T (COMM)], ts N ns…]'"
-_EXPECT_ANY = "expected a page_owner record ('Page allocated via order …') or a show_stacks entry (' frame' lines)"
+_EXPECT_ANY = "expected page_owner records ('Page allocated via order …') or show_stacks entries (' frame' lines)"
 # The first line of a frame block that is not a frame: ends the stack of a dump record.
 _NOT_A_FRAME = re.compile(rb"\n(?! )")
 
@@ -260,7 +260,7 @@ class Parser:
             raise _BadInput(f"this is {what.get(head, 'page_owner_sort output')}; {_EXPECT_ANY}")
         else:
             first = rec.split(b"\n", 1)[0][:60].decode("utf-8", "backslashreplace")
-            raise _BadInput(f"not a page_owner dump: first line is {first!r}; {_EXPECT_ANY}")
+            raise _BadInput(f"not a page_owner dump: line is {first!r}; {_EXPECT_ANY}")
         if self._want is not None and kind != self._want:
             want = "a page_owner dump" if self._want == "dump" else "a show_stacks file"
             raise _BadInput(f"this is a {kind.replace('_', ' ')} file; expected {want}")
