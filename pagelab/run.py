@@ -215,9 +215,16 @@ def _guest_phase(
 
 def _guest_options(cls: Any, s: RunSettings, console_log: Path) -> Any:
     options = cls.from_args(s.namespace())
-    if hasattr(options, "console_log"):
-        options.console_log = console_log
+    options.console_log = console_log
+    smp_sockets(options)
     return options
+
+
+def smp_sockets(options: Any) -> None:
+    """Give every vCPU its own socket: without ACPI the kernel finds CPUs in SeaBIOS's MP table, which
+    lists one processor per socket, so plain ``-smp N`` boots one CPU. QEMU merges repeated ``-smp``."""
+    if options.cpus > 1 and not any("sockets=" in a for a in options.qemu_args):
+        options.qemu_args += ["-smp", f"{options.cpus},sockets={options.cpus}"]
 
 
 def _copy_console(log: Any, dest: Path) -> None:

@@ -1,0 +1,105 @@
+"""`pagelab run` end to end on a real kernel in QEMU: the truth test, artifacts, exit codes, the parallel reader."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pagelab.cli import main
+from pagelab.pageowner.parse import iter_records
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+LEAK = 256
+NOISE = 4  # pages: the leaky stack is the module's own, so nothing else should land on it
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def _junit(out: Path) -> dict[str, ET.Element]:
+    root = ET.parse(out / "junit.xml").getroot()
+    return {tc.get("name", ""): tc for tc in root.iter("testcase")}
+
+
+def test_leaked_pages_are_the_top_suspect_and_the_churn_control_is_not(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["run", "--profile", str(PROFILES / "leaky.toml"), "--ci", "--out", str(out), "--accel", "tcg"])
+    report = _report(out)
+    assert code == 1, report  # the leak is over the profile's fail_on_growth (200 pages)
+    top = report["suspects"][0]
+    assert top["module"] == "leaky" and "leaky_leak" in "\n".join(top["frames"]), top
+    assert abs(top["growth_pages"] - 3 * LEAK) <= NOISE
+    assert top["monotonic"] and len(top["per_snapshot"]) == 4
+    steps = [b - a for a, b in itertools.pairwise(top["per_snapshot"])]
+    assert all(abs(s - LEAK) <= NOISE for s in steps), steps
+    # The control allocates the same pages through the same helper and frees them: never a suspect.
+    flagged = [s for s in report["suspects"] if s["growth_pages"] > NOISE]
+    assert not any("leaky_churn" in "\n".join(s["frames"]) for s in flagged)
+    assert report["status"] == "leak" and report["crashes"] == []
+
+    # Artifacts: raw snapshots first, then the report in every form.
+    names = sorted(p.name for p in (out / "snapshots").iterdir() if p.name.endswith(".page_owner.zst"))
+    assert names == [
+        f"{i:02d}-{label}.page_owner.zst" for i, label in enumerate(["baseline", "iter1", "iter2", "iter3"])
+    ]
+    for name in ("console.log", "report.txt", "metadata.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert "leaky" in (out / "report.txt").read_text()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["kernel"]["config_sha256"] and meta["versions"]["qemu"].startswith("QEMU")
+    assert meta["reproduce"].startswith("pagelab run ") and "--workload 'leaky-leak 256'" in meta["reproduce"]
+    cases = _junit(out)
+    assert cases["growth"].find("failure") is not None
+    assert cases["boot"].find("error") is None and cases["crash-free"].find("failure") is None
+    assert "leaky-leak-256 iteration 3" in cases
+    assert "verdict" in capsys.readouterr().out
+
+
+def test_a_quick_run_prints_json_on_stdout_and_keeps_every_artifact(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["run", "--workload", "true", "--iterations", "1", "--settle", "0", "--ci", "--out", str(out), "--json", "-"]
+    )
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0 and report["status"] in ("ok", "leak")
+    assert [s["label"] for s in report["snapshots"]] == ["baseline", "iter1"]
+    assert all(s["records"] > 1000 and s["total_pages"] > 1000 for s in report["snapshots"])
+    assert report == _report(out)
+    # The snapshot file is the dump itself: parseable, PFNs strictly increasing (ranges merged in order).
+    with zstandard.ZstdDecompressor().stream_reader(open(out / "snapshots" / "01-iter1.page_owner.zst", "rb")) as f:
+        pfns = [r.pfn for r in iter_records(f)]
+    assert len(pfns) == report["snapshots"][1]["records"]
+    assert all(a < b for a, b in itertools.pairwise(pfns))
+
+
+def test_a_kernel_crash_is_exit_3_with_the_crash_and_the_baseline_kept(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(
+        [
+            "run",
+            "--workload",
+            "echo c > /proc/sysrq-trigger",
+            "--iterations",
+            "1",
+            "--settle",
+            "0",
+            "--ci",
+            "--out",
+            str(out),
+        ]
+    )
+    report = _report(out)
+    assert code == 3
+    assert report["status"] == "crash" and report["crashes"], report
+    assert (out / "snapshots" / "00-baseline.page_owner.zst").stat().st_size > 0
+    assert _junit(out)["crash-free"].find("failure") is not None
+    assert "crash" in capsys.readouterr().err

@@ -1,0 +1,161 @@
+"""The run's verdict, report, junit.xml and artifacts, from real dumps (no VM: the e2e tests boot one)."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pagelab.artifacts import RunDir, default_out_dir, kernel_compiler
+from pagelab.cli import build_parser
+from pagelab.collect import SnapshotFile
+from pagelab.errors import UsageError
+from pagelab.pageowner.analyse import SnapshotBuilder
+from pagelab.pageowner.render import as_text
+from pagelab.profile import settings_from
+from pagelab.run import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run, smp_sockets
+from pagelab.ui import UI
+from pagelab.vm.guest import GuestOptions
+from pagelab.workloads import resolve
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+LEAK_FRAMES = (
+    " leaky_alloc_page+0x9/0x20 [leaky]\n leaky_leak+0x2a/0x70 [leaky]\n leak_write+0x4d/0x80 [leaky]\n"
+    " full_proxy_write+0x55/0x80\n vfs_write+0xd1/0x430\n ksys_write+0x6d/0xf0\n do_syscall_64+0x58/0x120\n"
+)
+
+
+def _dump_with_leak(pages: int) -> bytes:
+    """The real 6.12 fixture dump plus ``pages`` order-0 records from the leaky module, past its last PFN."""
+    base = lzma.decompress((FIXTURES / "report_po612.txt.xz").read_bytes())
+    extra = "".join(
+        f"Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 99, tgid 99 (sh), ts {i} ns\n"
+        f"PFN {hex(0x900000 + i)} type Unmovable Block {(0x900000 + i) >> 9} type Unmovable Flags 0x0(zone=1)\n"
+        f"{LEAK_FRAMES}\n"
+        for i in range(pages)
+    )
+    return base + extra.encode()
+
+
+def _state(tmp_path: Path, leaks: list[int], *argv: str) -> RunState:
+    settings = settings_from(build_parser().parse_args(["run", "--workload", "leaky-leak 256", *argv]))
+    state = RunState(settings, RunDir(tmp_path / "out"))
+    state.kernel_version = "6.12.117"
+    state.booted = True
+    state.timings.update(boot=3.0, snapshots=8.0)
+    for i, pages in enumerate(leaks):
+        label = "baseline" if i == 0 else f"iter{i}"
+        b = SnapshotBuilder(label=label, source=f"{i:02d}-{label}")
+        data = _dump_with_leak(pages)
+        b.feed(data)
+        path = state.out.snapshots / f"{i:02d}-{label}.page_owner.zst"
+        path.write_bytes(b"")
+        state.snapshots.append(SnapshotFile(i, label, path, b.finish(), 1.5, len(data), 2, 8))
+        if i:
+            state.runs.append(WorkloadRun(resolve("leaky-leak 256"), i, 0.4, 0, ""))
+    return state
+
+
+def test_growth_over_the_threshold_is_exit_1_and_a_junit_failure(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256, 512], "--fail-on-growth", "300", "--iterations", "2")
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.exit_code == 1
+    top = outcome.report["suspects"][0]
+    assert (top["growth_pages"], top["per_snapshot"], top["module"]) == (512, [0, 256, 512], "leaky")
+    assert outcome.report["status"] == "leak"
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    cases = {tc.get("name"): tc for tc in ET.parse(state.out.junit_xml).getroot().iter("testcase")}
+    assert cases["growth"].find("failure") is not None
+    assert cases["boot"].find("error") is None and "leaky-leak-256 iteration 2" in cases
+
+
+def test_growth_within_the_threshold_is_exit_0(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256], "--fail-on-growth", "256", "--iterations", "1")
+    assert _analyse(state, UI(plain=True, quiet=True)).exit_code == 0
+
+
+def test_without_a_threshold_growth_is_reported_not_failed(tmp_path: Path) -> None:
+    outcome = _analyse(_state(tmp_path, [0, 256], "--iterations", "1"), UI(plain=True, quiet=True))
+    assert outcome.exit_code == 0 and outcome.report["status"] == "leak"
+
+
+def test_a_crash_is_exit_3_and_fails_crash_free(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0], "--iterations", "2")
+    state.crashes.append({"kind": "BUG", "title": "kernel BUG at mm/slub.c:42!", "excerpt": "RIP: 0010:..."})
+    state.runs.append(WorkloadRun(resolve("leaky-leak 256"), 1, 0.1, None, ""))
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.exit_code == 3 and outcome.report["status"] == "crash"
+    assert outcome.report["crashes"][0]["kind"] == "BUG"
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    cases = {tc.get("name"): tc for tc in ET.parse(state.out.junit_xml).getroot().iter("testcase")}
+    failure = cases["crash-free"].find("failure")
+    assert failure is not None and "mm/slub.c:42" in failure.get("message", "")
+    assert cases["leaky-leak-256 iteration 2"].find("skipped") is not None
+    assert cases["growth"].find("skipped") is not None  # one snapshot: nothing to compare
+    assert "kernel BUG at mm/slub.c:42!" in state.out.report_txt.read_text()
+
+
+def test_a_failed_workload_is_an_error_exit_4(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256], "--iterations", "1")
+    state.runs[0].status = 127
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.exit_code == 4 and outcome.report["status"] == "error"
+    assert "leaky-leak 256" in outcome.report["error"]
+
+
+def test_report_json_has_the_run_shape_and_artifacts_are_written(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256, 512, 768])
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    json_out = tmp_path / "copy.json"
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), str(json_out))
+    report = json.loads(state.out.report_json.read_text())
+    assert report == json.loads(json_out.read_text())
+    assert {"status", "kernel", "snapshots", "suspects", "crashes", "timings"} <= set(report)
+    assert [s["label"] for s in report["snapshots"]] == ["baseline", "iter1", "iter2", "iter3"]
+    assert report["snapshots"][0]["path"].endswith("00-baseline.page_owner.zst")
+    assert report["suspects"][0]["rank"] == 1 and report["suspects"][0]["monotonic"]
+    meta = json.loads(state.out.metadata_json.read_text())
+    assert meta["reproduce"].startswith("pagelab run ") and meta["versions"]["pagelab"]
+    assert meta["timings"]["boot"] == 3.0
+
+
+def test_the_terminal_report_has_summary_suspects_owners_and_verdict(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256, 512, 768])
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    text = as_text(lambda ui: render_run(ui, state, outcome))
+    for heading in ("Run", "Snapshots", "Leak suspects", "Top owners in the last snapshot (iter3)", "verdict:"):
+        assert heading in text, heading
+    assert "leaky_alloc_page" in text and "+768" in text and "6.12.117" in text
+
+
+def test_bad_settings_fail_before_anything_is_built(tmp_path: Path) -> None:
+    settings = settings_from(build_parser().parse_args(["run", "--upload", f"{tmp_path}/missing.sh:/root/"]))
+    with pytest.raises(UsageError, match=r"missing\.sh"):
+        run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_vcpu_gets_its_own_socket() -> None:
+    opts = GuestOptions(cpus=4)
+    smp_sockets(opts)
+    assert opts.qemu_args == ["-smp", "4,sockets=4"]
+    one = GuestOptions(cpus=1)
+    smp_sockets(one)
+    assert one.qemu_args == []
+
+
+def test_default_out_dir_is_a_fresh_timestamped_directory(tmp_path: Path) -> None:
+    first = default_out_dir(tmp_path, now=0)
+    assert first == tmp_path / "19700101-000000"
+    first.mkdir()
+    assert default_out_dir(tmp_path, now=0) == tmp_path / "19700101-000000-2"
+
+
+def test_the_kernel_compiler_comes_from_the_config(tmp_path: Path) -> None:
+    config = tmp_path / ".config"
+    config.write_text('CONFIG_CC_VERSION_TEXT="gcc (Debian 12.2.0-14) 12.2.0"\nCONFIG_64BIT=y\n')
+    assert kernel_compiler(config) == "gcc (Debian 12.2.0-14) 12.2.0"
+    assert kernel_compiler(tmp_path / "missing") is None
