@@ -1,0 +1,315 @@
+"""SSH to the guest with paramiko: pinned host key, key-only auth, commands, streaming, uploads, a shell.
+
+The guest's host key is the one pagelab generated (vm/keys.py) and the only one accepted
+(RejectPolicy + that key in the known hosts); there are no passwords. Output streams through
+large channel windows in big chunks to a sink callable, never held whole; each call uses its own
+channel, so several can run at once from different threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from pagelab.errors import InfraError
+from pagelab.vm.keys import Keys
+
+# Big windows let the guest keep sending while the host writes; chunks are read up to this size.
+WINDOW_SIZE = 32 << 20
+MAX_PACKET = 1 << 15
+CHUNK = 1 << 20
+POLL = 0.2
+
+Sink = Callable[[bytes], object]
+
+# paramiko logs every refused early connection attempt with a traceback; errors reach us as exceptions.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished guest command: exit status and its decoded output."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+
+class HostKeyMismatch(InfraError):
+    """The guest presented a host key other than the pinned one: refused, nothing was sent."""
+
+
+class CommandTimeout(InfraError):
+    """A guest command ran past its timeout (exit 4); the partial output is kept."""
+
+    def __init__(self, command: str, timeout: float, stdout: str = "", stderr: str = "") -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(f"guest command timed out after {timeout:g} s: {command}")
+
+
+def _no_check() -> None:
+    return None
+
+
+class SSHSession:
+    """One authenticated SSH transport to the guest.
+
+    ``check`` is called while waiting on the guest (and may raise, e.g. GuestCrash or "QEMU
+    died"), so no call blocks forever on a dead guest.
+    """
+
+    def __init__(self, port: int, keys: Keys, *, host: str = "127.0.0.1", check: Callable[[], None] = _no_check):
+        self.port = port
+        self.host = host
+        self.keys = keys
+        self.check = check
+        self._client: paramiko.SSHClient | None = None
+
+    # -- connection --------------------------------------------------------------------------------
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connect, verify the pinned host key, authenticate with the client key; retry until ``timeout``.
+
+        Raises HostKeyMismatch if the guest's key is not the pinned one, InfraError on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            self.check()
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            pinned = self.keys.pinned_host_key()
+            client.get_host_keys().add(f"[{self.host}]:{self.port}", pinned.get_name(), pinned)
+            try:
+                client.connect(
+                    self.host,
+                    port=self.port,
+                    username="root",
+                    pkey=self.keys.load_client_key(),
+                    allow_agent=False,
+                    look_for_keys=False,
+                    timeout=5.0,
+                    banner_timeout=10.0,
+                    auth_timeout=10.0,
+                )
+            except paramiko.BadHostKeyException as err:
+                client.close()
+                raise HostKeyMismatch(
+                    f"guest SSH host key {err.key.get_fingerprint().hex()} is not the pinned key "
+                    f"{err.expected_key.get_fingerprint().hex()} ({self.keys.directory}): refusing to connect"
+                ) from None
+            except (paramiko.SSHException, OSError, EOFError) as err:
+                # QEMU's forward accepts before the guest listens: resets and EOFs are expected early.
+                client.close()
+                last = err
+                time.sleep(0.05)
+                continue
+            transport = client.get_transport()
+            assert transport is not None
+            transport.set_keepalive(15)
+            self._client = client
+            return
+        raise InfraError(f"SSH to guest 127.0.0.1:{self.port} failed for {timeout:.0f} s: {last}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _channel(self) -> paramiko.Channel:
+        if self._client is None:
+            raise InfraError("SSH session is not connected")
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            self.check()
+            raise InfraError("SSH connection to the guest was lost")
+        try:
+            return transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET, timeout=10.0)
+        except paramiko.SSHException as err:
+            self.check()
+            raise InfraError(f"SSH channel to the guest failed: {err}") from None
+
+    # -- commands ----------------------------------------------------------------------------------
+    def run_stream(
+        self,
+        command: str,
+        sink: Sink,
+        timeout: float | None = None,
+        *,
+        stderr_sink: Sink | None = None,
+        stdin: Path | None = None,
+    ) -> int:
+        """Run ``command``; feed its stdout to ``sink`` in chunks as they arrive; return its exit status.
+
+        Raises CommandTimeout past ``timeout``, InfraError if the connection drops, and whatever
+        ``check`` raises (GuestCrash) while waiting.
+        """
+        chan = self._channel()
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                self._send_file(chan, stdin)
+            # EOF on stdin at once (like ssh -n): a command that reads stdin must not wait forever.
+            chan.shutdown_write()
+            return self._pump(chan, command, sink, stderr_sink or (lambda _b: None), timeout)
+        finally:
+            chan.close()
+
+    def _send_file(self, chan: paramiko.Channel, path: Path) -> None:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                chan.sendall(chunk)
+
+    def _pump(self, chan: paramiko.Channel, command: str, sink: Sink, stderr_sink: Sink, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = False
+            while chan.recv_ready():
+                sink(chan.recv(CHUNK))
+                got = True
+            while chan.recv_stderr_ready():
+                stderr_sink(chan.recv_stderr(CHUNK))
+                got = True
+            drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+            if chan.exit_status_ready() and drained and (chan.eof_received or chan.closed):
+                return chan.recv_exit_status()
+            if got:
+                continue
+            if chan.closed and not chan.exit_status_ready():
+                self.check()
+                raise InfraError(f"SSH channel closed without an exit status: {command}")
+            transport = chan.get_transport()
+            if transport is None or not transport.is_active():
+                self.check()
+                raise InfraError(f"SSH connection to the guest was lost during: {command}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise CommandTimeout(command, timeout or 0.0)
+            self.check()
+            select.select([chan], [], [], POLL)
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run ``command``; return its status and output (decoded, errors replaced).
+
+        Raises CommandTimeout past ``timeout`` (with the partial output), InfraError, GuestCrash.
+        """
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            status = self.run_stream(command, out.append, timeout, stderr_sink=err.append)
+        except CommandTimeout:
+            raise CommandTimeout(command, timeout or 0.0, _text(out), _text(err)) from None
+        return CommandResult(status, _text(out), _text(err))
+
+    def stream(self, path: str, sink: Sink, timeout: float | None = None) -> None:
+        """Stream a guest file to ``sink`` in chunks. Raises InfraError if the guest cannot read it."""
+        err: list[bytes] = []
+        status = self.run_stream(f"cat {shlex.quote(path)}", sink, timeout, stderr_sink=err.append)
+        if status != 0:
+            raise InfraError(f"guest: cannot read {path}: {_text(err).strip() or f'cat exited {status}'}")
+
+    def upload(self, src: Path, dst: str, timeout: float | None = None) -> str:
+        """Copy a host file into the guest (into ``dst`` if it is a directory); returns the guest path.
+
+        Keeps the file's permission bits. Raises InfraError if the guest side fails.
+        """
+        src = Path(src)
+        mode = f"{src.stat().st_mode & 0o7777:o}"
+        script = (
+            f"d={shlex.quote(dst)}; n={shlex.quote(src.name)}; "
+            'case "$d" in */) mkdir -p "$d";; esac; [ -d "$d" ] && d="${d%/}/$n"; '
+            f'mkdir -p "$(dirname "$d")" && cat > "$d" && chmod {mode} "$d" && echo "$d"'
+        )
+        out: list[bytes] = []
+        err: list[bytes] = []
+        status = self.run_stream(script, out.append, timeout, stderr_sink=err.append, stdin=src)
+        if status != 0:
+            raise InfraError(f"upload {src} -> guest:{dst} failed: {_text(err).strip() or f'status {status}'}")
+        return _text(out).strip()
+
+    # -- interactive shell -------------------------------------------------------------------------
+    def shell(self, command: str | None = None) -> int:
+        """An interactive session on this terminal (a real PTY, window size passed through).
+
+        Without a TTY on stdin it runs with plain pipes. Returns the remote exit status.
+        """
+        chan = self._channel()
+        stdin_fd = sys.stdin.fileno()
+        stdout_fd = sys.stdout.fileno()
+        is_tty = os.isatty(stdin_fd)
+        restore = None
+        old_winch = None
+        try:
+            if is_tty:
+                import termios
+                import tty
+
+                cols, rows = os.get_terminal_size(stdin_fd)
+                chan.get_pty(term=os.environ.get("TERM", "xterm"), width=cols, height=rows)
+                restore = termios.tcgetattr(stdin_fd)
+                tty.setraw(stdin_fd)
+
+                def on_winch(_sig: int, _frame: object) -> None:
+                    with contextlib.suppress(OSError):
+                        c, r = os.get_terminal_size(stdin_fd)
+                        chan.resize_pty(width=c, height=r)
+
+                old_winch = signal.signal(signal.SIGWINCH, on_winch)
+            if command is None:
+                chan.invoke_shell()
+            else:
+                chan.exec_command(command)
+            stdin_open = True
+            while True:
+                watch: list[object] = [chan]
+                if stdin_open:
+                    watch.append(stdin_fd)
+                try:
+                    ready, _, _ = select.select(watch, [], [], POLL)
+                except InterruptedError:
+                    continue
+                if chan in ready or chan.recv_ready() or chan.recv_stderr_ready():
+                    while chan.recv_ready():
+                        os.write(stdout_fd, chan.recv(CHUNK))
+                    while chan.recv_stderr_ready():
+                        os.write(sys.stderr.fileno(), chan.recv_stderr(CHUNK))
+                if stdin_fd in ready:
+                    data = os.read(stdin_fd, 4096)
+                    if data:
+                        chan.sendall(data)
+                    else:
+                        stdin_open = False
+                        chan.shutdown_write()
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    return chan.recv_exit_status()
+                self.check()
+        finally:
+            if restore is not None:
+                import termios
+
+                termios.tcsetattr(stdin_fd, termios.TCSADRAIN, restore)
+            if old_winch is not None:
+                signal.signal(signal.SIGWINCH, old_winch)
+            chan.close()
+
+
+def _text(chunks: list[bytes]) -> str:
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def port_is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something accepts TCP connections on host:port (used by tests and diagnostics)."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
