@@ -36,9 +36,11 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1 << 20
+_CACHE_LIMIT = 1 << 17  # header/string caches are cleared past this many entries (memory stays bounded)
 
 _HEADER = b"Page allocated via order "
 _HEADER_STR = "Page allocated via order "
+_NL_HEADER = b"\n" + _HEADER
 _EXPECT_HEADER = "expected 'Page allocated via order N, mask 0xM(FLAGS)[, pid P[, tgid T (COMM)], ts N ns…]'"
 _EXPECT_ANY = "expected page_owner records ('Page allocated via order …') or show_stacks entries (' frame' lines)"
 # The first line of a frame block that is not a frame: ends the stack of a dump record.
@@ -158,6 +160,7 @@ class Parser:
         self._stacks: dict[bytes, tuple[str, ...]] = {}
         self._frames: dict[bytes, str] = {}
         self._gfp: dict[str, tuple[str, ...]] = {}
+        self._headers: dict[tuple[bytes, bytes, bool], tuple] = {}
         self._items = 0
         self._closed = False
         self.warnings: list[str] = []
@@ -286,7 +289,7 @@ class Parser:
             first = rec.split(b"\n", 1)[0][:60].decode("utf-8", "backslashreplace")
             raise _BadInput(f"record starts with {first!r}; {_EXPECT_HEADER}")
         # A record whose blank separator was lost still starts its own header: split it off.
-        nxt = rec.find(b"\n" + _HEADER)
+        nxt = rec.find(_NL_HEADER)
         if nxt >= 0:
             self._dump_record(rec[:nxt], line)
             skipped = rec.count(b"\n", 0, nxt + 1)
@@ -299,8 +302,7 @@ class Parser:
         nl = rec.find(b"\n")
         if nl < 0:
             nl = len(rec)
-        header = rec[:nl].decode("utf-8", "backslashreplace").rstrip()
-        order, mask, flags, pid, tgid, comm, ts, free_ts = self._header(header)
+        order, mask, flags, pid, tgid, comm, ts, free_ts = self._fields(rec[:nl])
         pos = nl + 1
         pfn = mt = block_mt = page_flags = None
         if rec.startswith(b"PFN ", pos):
@@ -325,6 +327,33 @@ class Parser:
         self._sink(
             Record(order, mask, flags, pid, tgid, comm, ts, free_ts, pfn, mt, block_mt, page_flags, stack, extra, line)
         )
+
+    def _fields(self, hb: bytes) -> tuple:
+        """Header fields, cached by the header with its ts/free_ts digits cut out (they change per record)."""
+        key = None
+        i = hb.rfind(b", ts ")
+        if i >= 0:
+            j = hb.find(b" ns", i + 5)
+            if j > 0:
+                ts_b = hb[i + 5 : j]
+                rest = hb[j + 3 :]
+                fts_b = None
+                if rest.startswith(b", free_ts "):
+                    k = rest.find(b" ns", 10)
+                    if k > 0:
+                        fts_b = rest[10:k]
+                        rest = rest[k + 3 :]
+                if ts_b.isdigit() and (fts_b is None or fts_b.isdigit()):
+                    key = (hb[:i], rest, fts_b is None)
+                    cached = self._headers.get(key)
+                    if cached is not None:
+                        return (*cached, int(ts_b), None if fts_b is None else int(fts_b))
+        fields = self._header(hb.decode("utf-8", "backslashreplace").rstrip())
+        if key is not None and fields[6] == int(ts_b):
+            if len(self._headers) > _CACHE_LIMIT:
+                self._headers.clear()
+            self._headers[key] = fields[:6]
+        return fields
 
     def _header(
         self, h: str
