@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Snapshot speed: pagelab's parallel po-read collector vs `cat` over SSH, on the same guest, same run.
+
+    .venv/bin/python scripts/bench/snapshot.py [--kernel BZIMAGE] [--memory 3G] [--cpus 2] [--fill-mib 1536]
+
+Boots the default kernel (built and cached if needed), fills a tmpfs with --fill-mib MiB so that
+page_owner has hundreds of thousands of records, then alternates: `cat /sys/kernel/debug/page_owner`
+over SSH into a host file (the baseline), and Collector.take (parallel PFN ranges, merged in order,
+compressed and parsed on the fly). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pagelab import workloads as wl
+from pagelab.collect import READER_GUEST_PATH, Collector, build_reader
+from pagelab.image import build_image
+from pagelab.run import smp_sockets
+from pagelab.ui import UI
+from pagelab.vm.guest import Guest, GuestOptions
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel", help="bzImage (default: pagelab's default build)")
+    ap.add_argument("--memory", default="3G")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--accel", default="auto")
+    ap.add_argument("--fill-mib", type=int, default=1536)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    ui = UI(plain=True)
+
+    if args.kernel:
+        kernel: object = Path(args.kernel)
+    else:
+        from pagelab.kernel.build import BuildOptions, build_kernel
+
+        kernel = build_kernel(BuildOptions(), ui)
+    extra = wl.guest_files()
+    extra[READER_GUEST_PATH] = build_reader(ui=ui)
+    image = build_image(None, extra, ui)
+    options = GuestOptions(memory=args.memory, cpus=args.cpus, accel=args.accel)
+    smp_sockets(options)
+    rows: list[tuple[str, int, int | None, float]] = []
+    with Guest(kernel, image, options, ui) as guest, tempfile.TemporaryDirectory() as tmp:  # type: ignore[arg-type]
+        ui.step(f"filling a tmpfs with {args.fill_mib} MiB")
+        res = guest.run(f"sh {wl.catalogue()['tmpfs-grow'].guest_path} {args.fill_mib}", timeout=1200)
+        if res.status != 0:
+            print(f"fill failed: {res.stderr}", file=sys.stderr)
+            return 4
+        cpus = guest.run("nproc").stdout.strip()
+        for r in range(args.rounds):
+            ui.step(f"round {r + 1}: cat over ssh")
+            raw = Path(tmp) / f"cat-{r}.txt"
+            t0 = time.perf_counter()
+            with open(raw, "wb") as f:
+                status = guest.run_stream("cat /sys/kernel/debug/page_owner", f.write, timeout=3600)
+            cat_s = time.perf_counter() - t0
+            assert status == 0
+            rows.append(("`cat` over ssh into a host file", raw.stat().st_size, None, cat_s))
+            raw.unlink()
+            ui.step(f"round {r + 1}: pagelab collector")
+            collector = Collector(guest, Path(tmp) / f"snap-{r}", ui)
+            taken = collector.take("bench")
+            rows.append(
+                (
+                    f"pagelab collect ({taken.readers} readers, {taken.ranges} ranges, zstd + parse)",
+                    taken.bytes,
+                    taken.snapshot.records,
+                    taken.seconds,
+                )
+            )
+        kver = guest.kernel_version
+        accel = guest.accel
+
+    base = min(s for name, _, _, s in rows if name.startswith("`cat`"))
+    print(f"\nSnapshot of page_owner — {platform.node()} ({os.cpu_count()} host cores), {time.strftime('%Y-%m-%d')}")
+    print(f"guest: {kver}, {accel}, {args.memory}, {cpus} vCPUs online, after writing {args.fill_mib} MiB to tmpfs\n")
+    print("| method | dump MB | records | seconds | MB/s | speed-up vs cat |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, size, records, secs in rows:
+        rec = f"{records:,}" if records is not None else "–"
+        print(f"| {name} | {size / 1e6:.1f} | {rec} | {secs:.1f} | {size / 1e6 / secs:.2f} | {base / secs:.2f}× |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
