@@ -53,14 +53,23 @@ def timed(fn, repeat: int) -> float:
 
 
 def run_process(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss
+    """Wall seconds and peak RSS (KiB, 0 if unknown) of one child process.
+
+    The RSS comes from /usr/bin/time: a child spawned from this (large) process would report this
+    process's peak, which ru_maxrss keeps across vfork and exec.
+    """
+    rss = 0
+    with tempfile.NamedTemporaryFile("r") as out:
+        wrapped = ["/usr/bin/time", "-q", "-f", "%M", "-o", out.name, *cmd] if Path("/usr/bin/time").exists() else cmd
+        t0 = time.perf_counter()
+        res = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        wall = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} exited {res.returncode}")
+        text = out.read().strip()
+        if text.isdigit():
+            rss = int(text)
+    return wall, rss
 
 
 def timed_process(cmd: list[str], repeat: int) -> tuple[float, int]:
