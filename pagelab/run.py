@@ -168,8 +168,9 @@ def _guest_phase(
         state.kernel_version = getattr(guest, "kernel_version", None) or state.kernel_version
         state.guest_info.update(
             accel=str(getattr(guest, "accel", "") or ""),
-            memory=s.memory,
-            cpus=s.cpus,
+            memory=options.memory,
+            cpus=options.cpus,
+            append=list(options.append),
             boot_timings=_jsonable(getattr(guest, "timings", {})),
         )
         for src, dst in _uploads(s):
@@ -312,14 +313,17 @@ def _mib(pages: int) -> str:
 def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
     """The terminal report: run summary, snapshots, suspects with trend, top owners, crashes, verdict."""
     s = state.settings
-    rep = outcome.report
     t = _table(ui, "Run")
+    t.show_header = False
     t.add_column("", style=None if ui.plain else "bold")
     t.add_column("")
     t.add_row(
         "kernel", f"{state.kernel_version or '?'}" + (" (cached build)" if (state.build or {}).get("cached") else "")
     )
-    t.add_row("guest", f"{rep.get('accel') or '?'} · {s.memory or 'default'} memory · {s.cpus or 'default'} vCPUs")
+    g = state.guest_info
+    t.add_row(
+        "guest", f"{g.get('accel') or '?'} · {g.get('memory') or s.memory} memory · {g.get('cpus') or s.cpus} vCPUs"
+    )
     t.add_row("workloads", ", ".join(s.workloads) + f"  × {s.iterations} iterations")
     order = ("build", "modules", "image", "boot", "snapshots", "workloads", "settle", "shutdown", "analysis", "total")
     t.add_row("timings", "  ".join(f"{k} {state.timings[k]:.1f}s" for k in order if k in state.timings))
