@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from pagelab.errors import UsageError
-from pagelab.pageowner.analyse import BUILTIN_MODULE, Snapshot, symbol
+from pagelab.pageowner.analyse import BUILTIN_MODULE, Snapshot
+from pagelab.pageowner.parse import parse_frame
 
 __all__ = ["folded_lines", "open_output", "report_json", "write_csv", "write_folded", "write_json"]
 
@@ -97,9 +98,9 @@ def write_csv(snap: Snapshot, fp: TextIO) -> None:
 
 def _folded_frame(frame: str) -> str:
     # Flame graphs merge by function: drop the +off/size, keep the module; ';' would split a frame.
-    sym = symbol(frame)
-    if frame.endswith("]") and " [" in frame:
-        sym += frame[frame.rfind(" [") :]
+    sym, module = parse_frame(frame)
+    if module:
+        sym += f" [{module}]"
     return sym.replace(";", ":")
 
 

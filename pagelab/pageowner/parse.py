@@ -122,13 +122,14 @@ class _BadInput(Exception):
 def parse_frame(frame: str) -> tuple[str, str | None]:
     """Split a printed frame into (symbol, module): ``'foo+0x1c/0x54 [hoard]'`` → ``('foo', 'hoard')``.
 
-    Raw addresses (no KALLSYMS) come back whole as the symbol.
+    Raw addresses (no KALLSYMS) come back whole as the symbol; a build id after the module name
+    (CONFIG_STACKTRACE_BUILD_ID: ``[hoard 5a3c…]``) is dropped.
     """
     module = None
     if frame.endswith("]"):
         i = frame.rfind(" [")
         if i > 0:
-            module = frame[i + 2 : -1]
+            module = frame[i + 2 : -1].split(" ", 1)[0] or None
             frame = frame[:i]
     return frame.partition("+")[0], module
 

@@ -123,6 +123,7 @@ def test_module_frames_keep_their_module_suffix(fixtures):
     assert "hoard_stash_pages+0x1c/0x54 [hoard]" in r.stack
     assert parse_frame("hoard_stash_pages+0x1c/0x54 [hoard]") == ("hoard_stash_pages", "hoard")
     assert parse_frame("ksys_write+0x6d/0x9a") == ("ksys_write", None)
+    assert parse_frame("hoard_write+0x3e/0x70 [hoard 5a3c0f1e2d]") == ("hoard_write", "hoard")
     assert parse_frame("0xffffffff81234567") == ("0xffffffff81234567", None)
 
 
