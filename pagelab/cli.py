@@ -77,10 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", metavar="N", type=int, help="suspects/owners shown")
     p.set_defaults(func=_cmd_run)
 
-    # sort mirrors the C tool's getopt_long parsing; sort.py parses its own argv.
+    # sort mirrors the C tool's getopt_long parsing (options after the positionals, '--', abbreviations),
+    # so its argv is handed over verbatim: argparse would reject a leading '-m' and may eat '--'.
     p = sub.add_parser("sort", help="drop-in for the kernel's tools/mm/page_owner_sort", add_help=False)
     p.add_argument("sort_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sort)
+    p.parse_known_args = lambda args=None, namespace=None: (  # type: ignore[method-assign]
+        argparse.Namespace(func=_cmd_sort, sort_argv=list(args or [])),
+        [],
+    )
 
     p = sub.add_parser("report", help="ranked owner report of a dump or show_stacks file")
     p.add_argument("input", metavar="INPUT", help="dump or show_stacks file; '-' for stdin; .gz/.xz/.zst")
@@ -114,17 +119,24 @@ def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
-        ui.print(f"bzImage    {result.bzimage}")
-        ui.print(f"build_dir  {result.build_dir}")
-        ui.print(f"kernel     {result.kernel_version}  config sha256 {result.config_sha256[:16]}")
+        lines = [
+            f"bzImage    {result.bzimage}",
+            f"build_dir  {result.build_dir}",
+            f"kernel     {result.kernel_version}  config sha256 {result.config_sha256[:16]}",
+        ]
         if result.modules_dir:
-            ui.print(f"modules    {result.modules_dir}")
-        ui.print(f"{'cached' if result.cached else 'built'} in {result.seconds:.1f} s")
+            lines.append(f"modules    {result.modules_dir}")
+        lines.append(f"{'cached' if result.cached else 'built'} in {result.seconds:.2f} s")
+        for line in lines:
+            ui.print(line, soft_wrap=True, markup=False)
     return 0
 
 
 def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:
-    raise UsageError("pagelab boot: not available yet")
+    from pagelab.vm.boot import boot_from_args
+
+    # CMD's output is data: its bytes go straight to our stdout/stderr; the UI carries the chatter.
+    return boot_from_args(args, ui, sys.stdout.buffer, sys.stderr.buffer)
 
 
 def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
@@ -134,7 +146,15 @@ def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
-    raise UsageError("pagelab sort: not available yet")
+    from pagelab.pageowner import sort, sortopts
+
+    try:
+        opts = sortopts.parse_argv(args.sort_argv)
+    except sortopts.HelpRequested:
+        ui.print(sortopts.USAGE, markup=False, highlight=False, end="")
+        return 0
+    sort.run(opts, ui)
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace, ui: UI) -> int:

@@ -1,0 +1,653 @@
+"""``pagelab sort``: the kernel's tools/mm/page_owner_sort (6.12), byte for byte, several times faster.
+
+How the C tool works (and so what must be reproduced exactly): it reads blocks of lines ending at a
+blank line, keeps a ``PFN`` line aside (only for the allocator class: CMA, SLAB), removes the ``ts``
+digits from the text unless it sorts by allocation time first, stores one entry per record, sorts them
+by the cull comparator (glibc's qsort is a stable merge sort here), merges runs of equal entries into
+the first one (count, pages), sorts again by the sort comparator and prints.
+
+How this module does it fast: it never builds per-record objects beyond the key. The input is read in
+multi-megabyte chunks cut at record boundaries and split on ``"\\n\\nPage allocated via order "``; each
+record becomes one key (header with the ts digits removed, stack text, PFN class) counted in a
+``Counter``, so memory is bounded by the distinct texts. Stable sorting makes the C result a function
+of the *distinct* records in first-occurrence order, which is exactly what the insertion-ordered
+counter holds. Records that do not have the usual shape (or chunks that contain anything unusual)
+go through an exact, line-by-line emulation of the C reader instead; the fast path checks every new
+distinct key so that it only ever takes records for which both paths agree.
+
+Public API: ``run(options, ui)``, ``sort_dump(stream, name, options, ui)``, ``write_entries``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pagelab.errors import InputError
+from pagelab.pageowner.inputs import display_name, open_input
+from pagelab.pageowner.sortopts import SortOptions, wrap_int32
+from pagelab.ui import UI
+
+PREFIX = b"Page allocated via order "
+_REC = b"\n\n" + PREFIX  # a blank line then the next record: where records are cut
+_CHUNK = 4 << 20
+_BUF_SIZE = 128 * 1024  # page_owner_sort's block buffer; longer blocks end its reading silently
+_DIGITS = b"0123456789"
+
+# page_owner_sort's regexes (POSIX ERE, REG_NEWLINE). For these patterns Python's leftmost-first
+# matching yields the same groups as glibc's leftmost-longest: every group is a run of one character
+# class bounded by characters outside it, and the greedy (.*) picks the rightmost "),\s*ts" on the
+# line as the longest match does.
+_TS = re.compile(rb"ts\s*([0-9]*)\s*ns")
+_ORDER = re.compile(rb"order\s*([0-9]*),")
+_PID = re.compile(rb"pid\s*([0-9]*),")
+_TGID = re.compile(rb"tgid\s*([0-9]*) ")
+_COMM = re.compile(rb"tgid\s*[0-9]*\s*\((.*)\),\s*ts")
+# A header tail after the ts digits that no field regex can see into (6.12: " ns"; 6.1: " ns, free_ts N ns").
+_INERT_TAIL = re.compile(rb" ns(?:, free_ts [0-9]+ ns)?")
+
+# Allocator bits (enum ALLOCATOR_BIT); compare_allocator compares these integers.
+CMA, SLAB, VMALLOC, OTHERS = 1 << 1, 1 << 2, 1 << 3, 1 << 4
+_NO_PFN = 1 << 8  # fast-path marker: the second line of a record is not a PFN line
+_ALLOCATOR_NAMES = ((CMA, b"CMA "), (SLAB, b"SLAB "), (VMALLOC, b"VMALLOC "), (OTHERS, b"OTHERS "))
+
+_LONG_MAX = 2**63 - 1
+_U64_MAX = 2**64 - 1
+
+
+# -- the C tool's field conversions -----------------------------------------------------------------
+def _c_pid(digits: bytes | None) -> int:
+    """get_pid()/get_tgid(): strtol into a pid_t; -1 when empty or out of range."""
+    if not digits:
+        return -1
+    value = int(digits)
+    return -1 if value > _LONG_MAX else wrap_int32(value)
+
+
+def _c_pages(digits: bytes | None) -> int:
+    """get_page_num(): ``1 << order`` as a C int; 0 for a missing or out-of-range order."""
+    if not digits:
+        return 0
+    value = int(digits)
+    if value > _LONG_MAX:
+        return 0
+    order = wrap_int32(value)
+    if order > 64:
+        return 0
+    return wrap_int32(1 << (order & 31))  # x86's shl takes the count modulo 32
+
+
+def _c_ts(digits: bytes | None) -> int:
+    """get_ts_nsec(): strtoull; (u64)-1 when empty or out of range."""
+    if not digits:
+        return _U64_MAX
+    value = int(digits)
+    return _U64_MAX if value > _U64_MAX else value
+
+
+def _group(pattern: re.Pattern[bytes], buf: bytes) -> bytes | None:
+    m = pattern.search(buf)
+    return m[1] if m else None
+
+
+def _fields(buf: bytes) -> tuple[int, int, bytes, int]:
+    """(pid, tgid, comm, pages) of a record as page_owner_sort reads them from its block buffer."""
+    comm = _group(_COMM, buf)
+    return (
+        _c_pid(_group(_PID, buf)),
+        _c_pid(_group(_TGID, buf)),
+        comm if comm is not None else b"",
+        _c_pages(_group(_ORDER, buf)),
+    )
+
+
+def _is_vmalloc(buf: bytes) -> bool:
+    """get_allocator()'s VMALLOC test: ``alloc_pages`` between the start of the line before the first
+    ``__vmalloc_node_range`` and that match."""
+    second = buf.find(b"__vmalloc_node_range")
+    if second < 0:
+        return False
+    # The C walks back over two newlines; where it would run off the buffer (undefined) we stop at 0.
+    end_of_previous = buf.rfind(b"\n", 0, second)
+    first = buf.rfind(b"\n", 0, end_of_previous) + 1 if end_of_previous > 0 else 0
+    hit = buf.find(b"alloc_pages", first)
+    return 0 <= hit < second
+
+
+def _pfn_class(line: bytes) -> int:
+    return (CMA if b"CMA" in line else 0) | (SLAB if b"slab" in line else 0)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+Key = tuple[bytes, "bytes | None", int, "tuple[int, int, bytes, int] | None"]
+"""A distinct record: (header after PREFIX with the ts digits removed unless kept, the lines after the
+header joined by newlines or None, PFN-line class bits, field override or None)."""
+
+
+@dataclass
+class ReadStats:
+    """What reading found; for messages."""
+
+    records: int = 0
+    slow_segments: int = 0
+    unterminated: bool = False
+
+
+class _Reader:
+    """Counts distinct records of one dump in first-occurrence order.
+
+    Raises InputError for anything that is not a page_owner dump.
+    """
+
+    def __init__(self, name: str, strip_ts: bool, keep_first_ts: bool) -> None:
+        self.name = name
+        self.strip = strip_ts
+        self.records: dict[Key, int] = {}
+        self.first_ts: dict[Key, bytes] | None = {} if keep_first_ts else None
+        self.stats = ReadStats()
+        self.lineno = 0  # complete lines consumed so far
+        # Exact (slow) reader state, which persists across records as in the C tool.
+        self._ext_class = 0  # page_owner_sort keeps the last PFN line for records that have none
+        self._block: list[bytes] | None = None
+        self._block_line = 0
+        self._block_size = 0
+        # Fast-path caches, per distinct part.
+        self._head_ok: dict[bytes, bool] = {}
+        self._stack_lines: dict[bytes, int] = {}  # stack text -> its number of lines, or 0 if unusable
+        self._stacks: dict[bytes, bytes] = {}  # interned stack texts: high-cardinality dumps share them
+
+    # ---- the stream ---------------------------------------------------------------------------
+    def feed_stream(self, stream: BinaryIO, progress: Iterator[None] | None = None) -> None:
+        """Read ``stream`` to its end. Raises InputError."""
+        carry = b""
+        consumed_prefix = False
+        first = True
+        pending_cr = b""
+        while True:
+            new = stream.read(_CHUNK)
+            if progress is not None:
+                next(progress, None)
+            if not new:
+                break
+            if pending_cr:
+                new = pending_cr + new
+                pending_cr = b""
+            if b"\r" in new:
+                # CRLF dumps (copied through Windows tools) parse like LF ones.
+                if new.endswith(b"\r"):
+                    new, pending_cr = new[:-1], b"\r"
+                new = new.replace(b"\r\n", b"\n")
+            data = carry + new if carry else new
+            if first:
+                first = False
+                if data.startswith(PREFIX):
+                    data = data[len(PREFIX) :]
+                    consumed_prefix = True
+            cut = data.rfind(_REC)
+            if cut < 0:
+                if len(data) > 4 * _CHUNK:
+                    # No record boundary in 16 MB: not a dump, or one giant block. Let the exact
+                    # reader judge the complete lines (it raises on a block over 128 KiB).
+                    end = data.rfind(b"\n") + 1
+                    self._slow((PREFIX if consumed_prefix else b"") + data[:end], eof=False)
+                    data, consumed_prefix = data[end:], False
+                carry = data
+                continue
+            self._segment(data[:cut], consumed_prefix, final=False)
+            carry = data[cut + len(_REC) :]
+            consumed_prefix = True
+        self._segment(carry + pending_cr, consumed_prefix, final=True)
+
+    def _segment(self, seg: bytes, consumed_prefix: bool, final: bool) -> None:
+        """Count one run of whole records; ``seg`` lacks the leading PREFIX when ``consumed_prefix``."""
+        clean = self._block is None
+        if final:
+            if clean and consumed_prefix and seg.endswith(b"\n\n") and self._fast(seg[:-2]):
+                return
+            self._slow((PREFIX if consumed_prefix else b"") + seg, eof=True)
+            return
+        if clean and consumed_prefix and self._fast(seg):
+            return
+        self._slow((PREFIX if consumed_prefix else b"") + seg + b"\n\n", eof=False)
+
+    # ---- fast path ----------------------------------------------------------------------------
+    def _fast(self, seg: bytes) -> bool:
+        """Count the records of ``seg`` (records separated by _REC, the first without PREFIX).
+
+        Returns False, having counted nothing, when any record needs the exact reader.
+        """
+        if b"\x00" in seg:
+            return False
+        pieces = seg.split(_REC)
+        local_ts: dict[tuple, bytes] | None = None
+        try:
+            if self.first_ts is not None:
+                local, local_ts = self._count_keeping_ts(pieces)
+            elif self.strip:
+                local = Counter(_stripped_keys(pieces))
+            else:
+                local = Counter(_raw_keys(pieces))
+        except ValueError:  # a record with fewer than three lines
+            return False
+        records = self.records
+        merged: list[tuple[Key, int, tuple]] = []
+        lines = 0
+        for key, count in local.items():
+            head, tail, stack, pclass = key
+            header = head + b", ts " + tail if tail is not None else head
+            n = self._stack_lines.get(stack)
+            if n is None:
+                n = self._stack_lines[stack] = _stack_line_count(stack)
+            canon: Key = (header, stack, pclass, None)
+            if canon not in records:
+                if not n or pclass & _NO_PFN or len(header) + len(stack) > _BUF_SIZE - 1024:
+                    return False
+                if tail is not None and not self._stripped_header_ok(head, tail):
+                    return False
+                canon = (header, self._stacks.setdefault(stack, stack), pclass, None)
+            merged.append((canon, count, key))
+            lines += count * (n + 3)  # header, PFN line, stack lines, blank line
+        for canon, count, key in merged:
+            previous = records.get(canon)
+            records[canon] = count if previous is None else previous + count
+            if local_ts is not None and previous is None:
+                self.first_ts[canon] = local_ts[key]  # type: ignore[index]
+        self.lineno += lines
+        self.stats.records += len(pieces)
+        return True
+
+    def _stripped_header_ok(self, head: bytes, tail: bytes) -> bool:
+        """Whether page_owner_sort would remove exactly the digits we removed, and read the same fields.
+
+        Its ts regex must first match at our ", ts " (nothing in ``head`` matches it, and ``tail`` starts
+        with " ns"); the comm regex must not reach past the digits (no ")" after them).
+        """
+        if not tail.startswith(b" ns") or b")" in tail:
+            return False
+        ok = self._head_ok.get(head)
+        if ok is None:
+            ok = self._head_ok[head] = _TS.search(head) is None
+        return ok
+
+    def _count_keeping_ts(self, pieces: list[bytes]) -> tuple[Counter, dict[tuple, bytes]]:
+        """Like _stripped_keys, but remembering each key's first ts digits (a later sort key needs them)."""
+        local: Counter = Counter()
+        first: dict[tuple, bytes] = {}
+        for piece in pieces:
+            header, pfn, stack = piece.split(b"\n", 2)
+            head, _, rest = header.partition(b", ts ")
+            tail = rest.lstrip(_DIGITS)
+            key = (head, tail, stack, _pfn_key_class(pfn))
+            if key not in first:
+                first[key] = rest[: len(rest) - len(tail)]
+            local[key] += 1
+        return local, first
+
+    # ---- exact path ---------------------------------------------------------------------------
+    def _slow(self, text: bytes, eof: bool) -> None:
+        """Read complete lines exactly as page_owner_sort's read_block() does. Raises InputError."""
+        self.stats.slow_segments += 1
+        nul = text.find(b"\x00")
+        if nul >= 0:
+            line = self.lineno + text.count(b"\n", 0, nul) + 1
+            raise InputError(self.name, "NUL byte: binary data, expected a page_owner dump (text)", line)
+        lines = text.split(b"\n")
+        last = lines.pop()
+        if last:
+            lines.append(last)  # only at EOF: a last line without its newline
+        for line in lines:
+            self.lineno += 1
+            if not line:
+                self._end_block()
+            elif line.startswith(b"PFN"):
+                self._ext_class = _pfn_class(line)
+                if self._block is None:
+                    self._block, self._block_line, self._block_size = [], self.lineno, 0
+            else:
+                if self._block is None:
+                    self._block, self._block_line, self._block_size = [], self.lineno, 0
+                self._block.append(line)
+                self._block_size += len(line) + 1
+                if self._block_size >= _BUF_SIZE - 1:
+                    raise InputError(
+                        self.name,
+                        "record longer than 128 KiB (page_owner_sort's limit): not a page_owner dump",
+                        self._block_line,
+                    )
+        if eof and self._block is not None:
+            self.stats.unterminated = bool(self._block)
+            self._end_block()
+
+    def _end_block(self) -> None:
+        block, self._block = self._block, None
+        if not block:
+            return  # an empty block (a doubled blank line): page_owner_sort counts it, we skip it
+        if not block[0].startswith(PREFIX):
+            shown = block[0][:60].decode("ascii", "backslashreplace")
+            raise InputError(
+                self.name,
+                f"expected a page_owner record ('Page allocated via order …'), got '{shown}'",
+                self._block_line,
+            )
+        raw = b"\n".join(block) + b"\n"
+        txt = raw
+        if self.strip:
+            m = _TS.search(raw)
+            if m and m.end(1) > m.start(1):
+                txt = raw[: m.start(1)] + raw[m.end(1) :]
+        header, _, rest = txt.partition(b"\n")
+        override = None
+        if txt is not raw:
+            # The C reads the fields from the unstripped buffer; they differ only in odd headers.
+            raw_fields = _fields(raw + b"\n")
+            if raw_fields != _fields(txt + b"\n"):
+                override = raw_fields
+        stack = rest[:-1] if rest else None
+        if stack is not None:
+            stack = self._stacks.setdefault(stack, stack)
+        key: Key = (header[len(PREFIX) :], stack, self._ext_class, override)
+        self.records[key] = self.records.get(key, 0) + 1
+        if self.first_ts is not None and key not in self.first_ts:
+            self.first_ts[key] = _group(_TS, raw + b"\n") or b""
+        self.stats.records += 1
+
+
+def _pfn_key_class(pfn: bytes) -> int:
+    return (CMA if b"CMA" in pfn else 0) | (SLAB if b"slab" in pfn else 0) | (0 if pfn[:3] == b"PFN" else _NO_PFN)
+
+
+def _stripped_keys(pieces: list[bytes]) -> Iterator[tuple]:
+    """Per record: (header up to ", ts ", header after the ts digits, stack, PFN class)."""
+    digits = _DIGITS
+    for piece in pieces:
+        header, pfn, stack = piece.split(b"\n", 2)
+        head, _, rest = header.partition(b", ts ")
+        yield (
+            head,
+            rest.lstrip(digits),
+            stack,
+            (CMA if b"CMA" in pfn else 0) | (SLAB if b"slab" in pfn else 0) | (pfn[:3] != b"PFN") << 8,
+        )
+
+
+def _raw_keys(pieces: list[bytes]) -> Iterator[tuple]:
+    """Per record: (header, None, stack, PFN class), for sorts that keep the ts digits."""
+    for piece in pieces:
+        header, pfn, stack = piece.split(b"\n", 2)
+        yield (
+            header,
+            None,
+            stack,
+            (CMA if b"CMA" in pfn else 0) | (SLAB if b"slab" in pfn else 0) | (pfn[:3] != b"PFN") << 8,
+        )
+
+
+def _stack_line_count(stack: bytes) -> int:
+    """Lines in a record's text after the header and PFN line, or 0 if the fast path must not take it
+    (empty, blank lines, further PFN lines)."""
+    if not stack or stack[0] == 10 or stack[-1] == 10 or b"\n\n" in stack:
+        return 0
+    if stack.startswith(b"PFN") or b"\nPFN" in stack:
+        return 0
+    return stack.count(b"\n") + 1
+
+
+# -- culling and sorting ----------------------------------------------------------------------------
+@dataclass(slots=True)
+class Entry:
+    """One output entry: a culled group and the record that represents it (the first one read)."""
+
+    header: bytes
+    stack: bytes | None
+    allocator: int
+    pid: int
+    tgid: int
+    comm: bytes
+    ts: int
+    num: int
+    pages: int
+
+    @property
+    def txt(self) -> bytes:
+        """The record text as page_owner_sort prints it."""
+        return PREFIX + self.header + b"\n" + (self.stack + b"\n" if self.stack is not None else b"")
+
+    @property
+    def stacktrace(self) -> bytes:
+        return self.stack + b"\n" if self.stack is not None else b""
+
+
+def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
+    """Filter the distinct records, group them by the cull key, sort the groups: page_owner_sort's result."""
+    cull = opts.cull
+    pids = frozenset(opts.pids) if opts.pids is not None else None
+    tgids = frozenset(opts.tgids) if opts.tgids is not None else None
+    comms = frozenset(opts.comms) if opts.comms is not None else None
+    need_ts = any(k == "ts" for k, _ in opts.sort_keys)
+    info_cache: dict[tuple, tuple[int, int, bytes, int, bool]] = {}
+    groups: dict[object, Entry] = {}
+    for key, count in reader.records.items():
+        header, stack, pclass, override = key
+        head, sep, tail = header.partition(b", ts ")
+        # Fields depend on the header only through `head` when the tail is inert (the usual case), so
+        # high-cardinality dumps (6.1 free_ts) share the regex work.
+        cache_key = (head, stack) if sep and _INERT_TAIL.fullmatch(tail) else (header, stack, 0)
+        info = info_cache.get(cache_key)
+        if info is None:
+            buf = PREFIX + header + b"\n" + (stack + b"\n" if stack is not None else b"") + b"\n"
+            info = info_cache[cache_key] = (*_fields(buf), _is_vmalloc(buf))
+        pid, tgid, comm, pages = override or info[:4]
+        if pids is not None and pid not in pids:
+            continue
+        if tgids is not None and tgid not in tgids:
+            continue
+        if comms is not None and comm not in comms:
+            continue
+        allocator = pclass | (VMALLOC if info[4] else 0) or OTHERS
+        if cull:
+            gkey: object = (
+                (stack or b"") if "stacktrace" in cull else None,
+                pid if "pid" in cull else None,
+                tgid if "tgid" in cull else None,
+                comm if "comm" in cull else None,
+                allocator if "allocator" in cull else None,
+            )
+        else:
+            gkey = (header, stack or b"")
+        group = groups.get(gkey)
+        if group is None:
+            ts = 0
+            if need_ts:
+                if reader.first_ts is not None:
+                    ts = _c_ts(reader.first_ts.get(key))
+                else:
+                    ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
+            groups[gkey] = Entry(header, stack, allocator, pid, tgid, comm, ts, count, pages * count)
+        else:
+            group.num += count
+            group.pages += pages * count
+    entries = list(groups.values())
+    for e in entries:  # C ints
+        e.num, e.pages = wrap_int32(e.num), wrap_int32(e.pages)
+    _sort(entries, opts)
+    return entries
+
+
+def _text_order_exact(entries: list[Entry]) -> bool:
+    """Whether comparing (header, stack) tuples orders like strcmp on the joined texts.
+
+    They differ only when a byte below '\\n' follows a common prefix; no real dump has one.
+    """
+    return not any((e.header and min(e.header) < 10) or (e.stack and min(e.stack) < 10) for e in entries)
+
+
+def _sort(entries: list[Entry], opts: SortOptions) -> None:
+    """Order ``entries`` as page_owner_sort's two stable qsorts do: by the cull key, then the sort keys."""
+    exact = _text_order_exact(entries)
+
+    def txt_key(e: Entry) -> object:
+        return (e.header, e.stack or b"") if exact else e.txt
+
+    def stack_key(e: Entry) -> object:
+        return (e.stack or b"") if exact else e.stacktrace
+
+    cull = opts.cull
+    if cull:
+        parts = []
+        if "stacktrace" in cull:
+            parts.append(stack_key)
+        for name in ("pid", "tgid", "comm", "allocator"):
+            if name in cull:
+                parts.append(_attr(name))
+        entries.sort(key=lambda e: tuple(p(e) for p in parts))
+    else:
+        entries.sort(key=txt_key)
+    getters = {
+        "num": _attr("num"),
+        "pages": _attr("pages"),
+        "pid": _attr("pid"),
+        "tgid": _attr("tgid"),
+        "comm": _attr("comm"),
+        "allocator": _attr("allocator"),
+        "ts": _attr("ts"),
+        "stacktrace": stack_key,
+        "txt": txt_key,
+    }
+    # A stable sort per key, least significant first, is the lexicographic comparator's stable sort.
+    for name, sign in reversed(opts.sort_keys):
+        entries.sort(key=getters[name], reverse=sign < 0)
+
+
+def _attr(name: str):
+    return lambda e: getattr(e, name)
+
+
+# -- output -----------------------------------------------------------------------------------------
+def _allocator_names(allocator: int) -> bytes:
+    return b"allocated by " + b"".join(name for bit, name in _ALLOCATOR_NAMES if allocator & bit)
+
+
+def format_entries(entries: Iterable[Entry], opts: SortOptions) -> Iterator[bytes]:
+    """page_owner_sort's output, entry by entry."""
+    cull = opts.cull
+    if not cull:
+        for e in entries:
+            yield b"%d times, %d pages, %s:\n%s\n" % (e.num, e.pages, _allocator_names(e.allocator), e.txt)
+        return
+    show_pid = "pid" in cull or opts.pids is not None
+    show_tgid = "tgid" in cull or opts.tgids is not None
+    show_comm = "comm" in cull or opts.comms is not None
+    for e in entries:
+        parts = [b"%d times, %d pages" % (e.num, e.pages)]
+        if show_pid:
+            parts.append(b", PID %d" % e.pid)
+        if show_tgid:
+            parts.append(b", TGID %d" % e.tgid)
+        if show_comm:
+            parts.append(b", task_comm_name: " + e.comm)
+        if "allocator" in cull:
+            parts.append(b", " + _allocator_names(e.allocator))
+        if "stacktrace" in cull:
+            parts.append(b":\n" + e.stacktrace)
+        parts.append(b"\n")
+        yield b"".join(parts)
+
+
+def write_entries(out: BinaryIO, entries: list[Entry], opts: SortOptions) -> None:
+    """Write the entries to ``out`` in batches."""
+    batch: list[bytes] = []
+    size = 0
+    for text in format_entries(entries, opts):
+        batch.append(text)
+        size += len(text)
+        if size > 1 << 20:
+            out.write(b"".join(batch))
+            batch.clear()
+            size = 0
+    out.write(b"".join(batch))
+
+
+# -- entry points -----------------------------------------------------------------------------------
+@dataclass
+class SortResult:
+    """What a sort did, for the caller's summary."""
+
+    records: int
+    distinct: int
+    entries: list[Entry]
+    stats: ReadStats
+
+
+def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int | None = None) -> SortResult:
+    """Read a dump from ``stream`` and compute page_owner_sort's entries. Raises InputError."""
+    keep_first_ts = opts.strip_ts and any(k == "ts" for k, _ in opts.sort_keys)
+    reader = _Reader(name, opts.strip_ts, keep_first_ts)
+    with ui.progress(f"reading {name}", total=total) as task:
+
+        def tick() -> Iterator[None]:
+            done = 0
+            while True:
+                yield None
+                done += _CHUNK
+                task.update(completed=min(done, total) if total else done)
+
+        reader.feed_stream(stream, tick())
+    if reader.stats.records == 0:
+        raise InputError(name, "no page_owner records ('Page allocated via order …' blocks) found")
+    if reader.stats.unterminated:
+        ui.warn(f"{name}: the last record has no closing blank line; counted (page_owner_sort drops it)")
+    entries = _resolve(reader, opts)
+    if opts.debug:
+        ui.info(
+            f"debug: {reader.stats.records} records, {len(reader.records)} distinct, "
+            f"{reader.stats.slow_segments} segment(s) read by the exact line reader"
+        )
+    return SortResult(reader.stats.records, len(reader.records), entries, reader.stats)
+
+
+def _check_output(path: str) -> None:
+    """Fail early (before reading a big input) when OUTPUT cannot be written. Raises InputError."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, expected an output file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(path, f"cannot write: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) and not os.access(path, os.W_OK):
+        raise InputError(path, "cannot write: permission denied")
+
+
+def run(opts: SortOptions, ui: UI) -> SortResult:
+    """``pagelab sort``: read opts.input, write page_owner_sort's output to opts.output ('-' = stdout).
+
+    Raises InputError for an unreadable or malformed input and an unwritable output.
+    """
+    for note in opts.notes:
+        ui.warn(note)
+    _check_output(opts.output)
+    name = display_name(opts.input)
+    total = None
+    with contextlib.suppress(OSError):
+        if opts.input != "-":
+            total = os.stat(opts.input).st_size or None
+    with open_input(opts.input) as stream:
+        result = sort_dump(stream, name, opts, ui, total)
+    if opts.output == "-":
+        write_entries(sys.stdout.buffer, result.entries, opts)
+        sys.stdout.buffer.flush()
+    else:
+        try:
+            with open(opts.output, "wb") as out:
+                write_entries(out, result.entries, opts)
+        except OSError as err:
+            raise InputError(opts.output, f"cannot write: {err.strerror}") from None
+    where = "<stdout>" if opts.output == "-" else opts.output
+    ui.info(f"loaded {result.records} records ({result.distinct} distinct), {len(result.entries)} entries to {where}")
+    return result
