@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1 << 20
+# The kernel caps a record at PAGE_SIZE (the C tool at 128 KiB): more without a blank line is not a dump.
+MAX_ENTRY = 1 << 20
 _CACHE_LIMIT = 1 << 17  # header/string caches are cleared past this many entries (memory stays bounded)
 
 _HEADER = b"Page allocated via order "
@@ -193,6 +195,14 @@ class Parser:
         consumed = len(buf) - len(self._buf)
         if consumed:
             self._line += buf.count(b"\n", 0, consumed)
+        if self.kind is None and self._buf:
+            self._detect_early()
+        if len(self._buf) > MAX_ENTRY:
+            raise InputError(
+                self.name,
+                f"no blank line for {len(self._buf) >> 10} KiB; expected entries of a few KiB separated by blank lines",
+                self._line,
+            )
 
     def close(self) -> Summary:
         """Parse the last entry (a missing closing blank line is a warning) and return the summary.
@@ -212,9 +222,20 @@ class Parser:
             self._buf = b""
             if self._items == 0:
                 raise InputError(self.name, f"no records or show_stacks entries (empty input); {_EXPECT_ANY}")
+            self._line += tail.count(b"\n")
         return Summary(self.name, self.kind, self._items, self._line, len(self._stacks), list(self.warnings))
 
     # -- internals ------------------------------------------------------------------------------
+    def _detect_early(self) -> None:
+        """Refuse a stream that is not a dump as soon as its first line is complete (live input)."""
+        head = self._buf.lstrip(b"\n")
+        if b"\n" in head[:4096] or len(head) >= 4096:
+            try:
+                self._detect(head)
+            except _BadInput as bad:
+                lead = len(self._buf) - len(head)
+                raise InputError(self.name, bad.message, self._line + lead) from None
+
     def _line_at(self, buf: bytes, offset: int) -> int:
         return self._line + buf.count(b"\n", 0, offset)
 

@@ -259,3 +259,18 @@ def test_feed_after_close_is_a_programming_error():
     assert p.close().items == 1
     with pytest.raises(ValueError):
         p.feed(b"x")
+
+
+def test_a_live_stream_that_is_not_a_dump_fails_at_its_first_line():
+    p = Parser(lambda item: None, name="ssh")
+    with pytest.raises(InputError, match="ssh:1: not a page_owner dump") as err:
+        p.feed(b"cat: can't open '/sys/kernel/debug/page_owner': No such file or directory\n")
+    assert err.value.line == 1
+
+
+def test_an_entry_without_blank_lines_for_a_mebibyte_is_refused():
+    p = Parser(lambda item: None, name="big")
+    p.feed(b"Page allocated via order 0, mask 0x0()\n")
+    with pytest.raises(InputError, match="no blank line for"):
+        for _ in range(20):
+            p.feed(b" frame+0x1/0x2\n" * 5000)
