@@ -79,6 +79,9 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
     if snap.filters:
         head.append(f"\nfilters: {' and '.join(snap.filters)}", style=dim)
     ui.print(head)
+    if not snap.stacks:
+        ui.print(Text("nothing matches the filters" if snap.filters else "no pages", style=dim))
+        return
 
     ranked = snap.ranked()
     t = _table(ui, f"Top {min(top, len(ranked))} stacks by pages")

@@ -75,6 +75,12 @@ def test_report_filters(fixtures, capsys):
     assert "my (odd) app" in out and "kworker/0:1H" not in out
 
 
+def test_report_with_filters_matching_nothing(fixtures, capsys):
+    assert main(["report", str(fixtures / "report_po612.txt.xz"), "--filter", "comm=nobody"]) == 0
+    out = capsys.readouterr().out
+    assert "0 records, 0 pages" in out and "nothing matches the filters" in out
+
+
 def test_report_on_show_stacks_says_which_views_are_unavailable(fixtures, capsys):
     assert main(["report", str(fixtures / "report_ss612.txt.xz"), "--by", "comm", "--by", "callsite"]) == 0
     captured = capsys.readouterr()
