@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import shutil
 import struct
@@ -106,6 +107,26 @@ class GuestOptions:
             raise UsageError(f"--timeout {self.timeout}: expected a positive number of seconds")
 
 
+def sweep_stale_run_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove run directories whose pagelab process is gone (left by SIGKILL); returns them."""
+    removed = []
+    for run_dir in Path(parent or tempfile.gettempdir()).glob("pagelab-run-*"):
+        try:
+            pid = int((run_dir / "pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(run_dir)
+    return removed
+
+
 def bzimage_version(path: Path) -> str | None:
     """The kernel release in a bzImage's setup header (``kernel_version`` field), or None if absent."""
     try:
@@ -175,7 +196,9 @@ class Guest:
     def start(self) -> None:
         """Boot and connect. Raises GuestCrash (3), BootTimeout or InfraError (4)."""
         parent = self.options.run_dir_parent
+        sweep_stale_run_dirs(parent)
         self.run_dir = Path(tempfile.mkdtemp(prefix="pagelab-run-", dir=parent))  # mode 0700
+        (self.run_dir / "pid").write_text(f"{os.getpid()}\n")
         self.console_log = self.options.console_log or self.run_dir / "console.log"
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.write_text("")
@@ -324,8 +347,11 @@ class Guest:
         finally:
             if self._machine is not None:
                 self._machine.stop()
-            if self.run_dir is not None and not self.options.keep:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.run_dir is not None:
+                if self.options.keep:
+                    (self.run_dir / "pid").unlink(missing_ok=True)  # kept on purpose: not for the sweeper
+                else:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # -- crash checks -----------------------------------------------------------------------------
     def _crash_seen(self) -> bool:
