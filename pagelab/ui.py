@@ -38,22 +38,22 @@ class UI:
     # -- messages -----------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message, markup=False)
+            self.err.print(message, markup=False, soft_wrap=True)
 
     def step(self, message: str) -> None:
         """A pipeline step starting ("booting …"): a dim line, timestamped in plain mode."""
         if self.quiet:
             return
         if self.plain:
-            self.err.print(f"[{time.strftime('%H:%M:%S')}] {message}", markup=False)
+            self.err.print(f"[{time.strftime('%H:%M:%S')}] {message}", markup=False, soft_wrap=True)
         else:
-            self.err.print(f"[dim]›[/dim] {message}")
+            self.err.print(f"[dim]›[/dim] {message}", soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"warning: {message}", style=None if self.plain else "yellow", markup=False)
+        self.err.print(f"warning: {message}", style=None if self.plain else "yellow", markup=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.err.print(f"error: {message}", style=None if self.plain else "bold red", markup=False)
+        self.err.print(f"error: {message}", style=None if self.plain else "bold red", markup=False, soft_wrap=True)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         """Print a report object (rich renderable or text) on the report console."""
