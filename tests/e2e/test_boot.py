@@ -242,3 +242,27 @@ def test_auto_falls_back_to_tcg_with_a_reason_and_remembers_it(
     assert "warning: KVM does not work here (" in warning and "using TCG" in warning
     verdict = load_verdict()
     assert verdict is not None and verdict.accel == "tcg"
+
+
+def test_boot_without_a_command_opens_an_interactive_shell_with_the_terminal_size(kernel_build: BuildResult) -> None:
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "pagelab", "boot", "--kernel", str(kernel_build.bzimage)],
+        dimensions=(37, 101),
+        encoding="utf-8",
+        timeout=120,
+    )
+    try:
+        child.expect("pagelab:.*# ")  # the guest's prompt, on a real PTY
+        child.sendline("stty size; tty; echo $((6 * 7))")
+        child.expect(r"37 101\r\n/dev/pts/\d+\r\n42\r\n", timeout=30)
+        child.setwinsize(30, 90)  # SIGWINCH reaches the guest's PTY
+        child.sendline("sleep 0.5; stty size")
+        child.expect(r"30 90\r\n", timeout=30)
+        child.sendline("exit 5")
+        child.expect(pexpect.EOF, timeout=60)
+    finally:
+        child.close()
+    assert child.exitstatus == 5
