@@ -39,6 +39,7 @@ _REC = b"\n\n" + PREFIX  # a blank line then the next record: where records are 
 _CHUNK = 4 << 20
 _BUF_SIZE = 128 * 1024  # page_owner_sort's block buffer; longer blocks end its reading silently
 _DIGITS = b"0123456789"
+_NOT_LOW = bytes(range(10, 256))  # translate(None, _NOT_LOW) keeps only the bytes below '\n'
 
 # page_owner_sort's regexes (POSIX ERE, REG_NEWLINE). For these patterns Python's leftmost-first
 # matching yields the same groups as glibc's leftmost-longest: every group is a run of one character
@@ -484,7 +485,8 @@ def _text_order_exact(entries: list[Entry]) -> bool:
 
     They differ only when a byte below '\\n' follows a common prefix; no real dump has one.
     """
-    return not any((e.header and min(e.header) < 10) or (e.stack and min(e.stack) < 10) for e in entries)
+    stacks = {id(e.stack): e.stack for e in entries if e.stack is not None}  # stacks are interned: check each once
+    return not any(h.translate(None, _NOT_LOW) for h in (*(e.header for e in entries), *stacks.values()))
 
 
 def _sort(entries: list[Entry], opts: SortOptions) -> None:
