@@ -25,6 +25,7 @@ from pagelab.vm.keys import Keys, ensure_keys
 from pagelab.vm.machine import Machine, PortInUse, free_port
 from pagelab.vm.qemu import (
     BOOT_TIMEOUT,
+    HOST_GATEWAY,
     KVM_PROOF_DEADLINE,
     AccelVerdict,
     QemuConfig,
@@ -72,6 +73,9 @@ class GuestOptions:
     qemu_args: list[str] = field(default_factory=list)
     kvm_proof_deadline: float = KVM_PROOF_DEADLINE
     run_dir_parent: Path | None = None
+    # Bulk stdout of run_stream/stream over plain TCP to the host's loopback instead of the SSH
+    # channel (the guest's software crypto is the bottleneck under TCG); off = SSH channel only.
+    direct_streams: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GuestOptions:
@@ -316,7 +320,8 @@ class Guest:
     def _connect(self, machine: Machine) -> None:
         console = machine.console
         assert console is not None
-        ssh = SSHSession(machine.config.ssh_port, self.keys, check=self._check_alive)
+        gateway = HOST_GATEWAY if self.options.direct_streams else None
+        ssh = SSHSession(machine.config.ssh_port, self.keys, check=self._check_alive, direct_gateway=gateway)
         remaining = max(5.0, machine.started_at + self._boot_timeout() - time.monotonic())
         ssh.connect(timeout=remaining)
         self._ssh = ssh

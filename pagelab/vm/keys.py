@@ -55,7 +55,7 @@ def public_key_from_line(line: str) -> paramiko.PKey:
     try:
         blob = base64.b64decode(parts[1], validate=True)
         return paramiko.PKey.from_type_string(parts[0], blob)
-    except (ValueError, paramiko.SSHException) as err:
+    except (ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as err:
         raise InfraError(f"not an OpenSSH public key line: {line!r} ({err})") from None
 
 

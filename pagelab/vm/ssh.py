@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import select
 import shlex
 import signal
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -64,6 +66,10 @@ def _no_check() -> None:
     return None
 
 
+def _discard(_chunk: bytes) -> None:
+    return None
+
+
 class SSHSession:
     """One authenticated SSH transport to the guest.
 
@@ -71,11 +77,22 @@ class SSHSession:
     died"), so no call blocks forever on a dead guest.
     """
 
-    def __init__(self, port: int, keys: Keys, *, host: str = "127.0.0.1", check: Callable[[], None] = _no_check):
+    def __init__(
+        self,
+        port: int,
+        keys: Keys,
+        *,
+        host: str = "127.0.0.1",
+        check: Callable[[], None] = _no_check,
+        direct_gateway: str | None = None,
+    ):
         self.port = port
         self.host = host
         self.keys = keys
         self.check = check
+        # The host as the guest sees it (QEMU user networking: 10.0.2.2 is the host's loopback).
+        # When set, bulk stdout comes over a plain TCP connection (see _run_stream_direct).
+        self.direct_gateway = direct_gateway
         self._client: paramiko.SSHClient | None = None
 
     # -- connection --------------------------------------------------------------------------------
@@ -150,12 +167,18 @@ class SSHSession:
         *,
         stderr_sink: Sink | None = None,
         stdin: Path | None = None,
+        direct: bool | None = None,
     ) -> int:
         """Run ``command``; feed its stdout to ``sink`` in chunks as they arrive; return its exit status.
 
-        Raises CommandTimeout past ``timeout``, InfraError if the connection drops, and whatever
-        ``check`` raises (GuestCrash) while waiting.
+        ``direct`` (default: on when the session has a ``direct_gateway``) carries stdout over a
+        plain TCP connection instead of the SSH channel. Raises CommandTimeout past ``timeout``,
+        InfraError if the connection drops, and whatever ``check`` raises (GuestCrash) while waiting.
         """
+        if direct is None:
+            direct = self.direct_gateway is not None
+        if direct and stdin is None and self.direct_gateway is not None:
+            return self._run_stream_direct(command, sink, timeout, stderr_sink or _discard)
         chan = self._channel()
         try:
             chan.exec_command(command)
@@ -166,6 +189,91 @@ class SSHSession:
             return self._pump(chan, command, sink, stderr_sink or (lambda _b: None), timeout)
         finally:
             chan.close()
+
+    def _run_stream_direct(self, command: str, sink: Sink, timeout: float | None, stderr_sink: Sink) -> int:
+        """stdout over a TCP connection the guest opens to a one-shot listener on the host's loopback.
+
+        Under TCG the guest's software AES and HMAC for the SSH channel are the bulk-transfer
+        bottleneck; this path skips them (BENCHMARKS.md). The command, its stderr and its exit status
+        still go through SSH. The guest proves itself with a random token sent over SSH, so another
+        local process connecting to the port first is rejected. busybox ``nc -e`` execs the command
+        only once connected, so if the guest cannot connect nothing ran and the SSH channel is used.
+        """
+        token = secrets.token_hex(16).encode()
+        inner = f"printf %s {token.decode()}; {command}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            listener.setblocking(False)
+            port = listener.getsockname()[1]
+            remote = f"exec nc {self.direct_gateway} {port} -e sh -c {shlex.quote(inner)}"
+            deadline = None if timeout is None else time.monotonic() + timeout
+            chan = self._channel()
+            data: socket.socket | None = None
+            early_stderr: list[bytes] = []  # nc's own complaints, before the command runs
+            try:
+                chan.exec_command(remote)
+                chan.shutdown_write()
+                data_eof = False
+                while True:
+                    if data is None:
+                        data = self._accept_guest(listener, token)
+                        if data is not None:
+                            for chunk in early_stderr:
+                                stderr_sink(chunk)
+                    if data is not None and not data_eof:
+                        try:
+                            chunk = data.recv(CHUNK)
+                        except BlockingIOError:
+                            chunk = None
+                        if chunk:
+                            sink(chunk)
+                            if deadline is not None and time.monotonic() > deadline:
+                                raise CommandTimeout(command, timeout or 0.0)
+                            continue
+                        if chunk == b"":
+                            data_eof = True
+                    while chan.recv_stderr_ready():
+                        err = chan.recv_stderr(CHUNK)
+                        (early_stderr.append if data is None else stderr_sink)(err)
+                    while chan.recv_ready():
+                        sink(chan.recv(CHUNK))
+                    if chan.exit_status_ready() and not chan.recv_stderr_ready():
+                        if data is None and (data := self._accept_guest(listener, token)) is None:
+                            # The guest never connected, so the command never ran: use the channel.
+                            self.direct_gateway = None
+                            return self.run_stream(command, sink, timeout, stderr_sink=stderr_sink)
+                        if data_eof:
+                            return chan.recv_exit_status()
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise CommandTimeout(command, timeout or 0.0)
+                    self.check()
+                    watch: list[Any] = [chan, data if data is not None and not data_eof else listener]
+                    select.select(watch, [], [], POLL)
+            finally:
+                chan.close()
+                if data is not None:
+                    data.close()
+
+    @staticmethod
+    def _accept_guest(listener: socket.socket, token: bytes) -> socket.socket | None:
+        """Accept the guest's data connection if it is waiting and sends the token; else None."""
+        while True:
+            try:
+                conn, _addr = listener.accept()
+            except BlockingIOError:
+                return None
+            conn.settimeout(5.0)
+            got = b""
+            try:
+                while len(got) < len(token) and (part := conn.recv(len(token) - len(got))):
+                    got += part
+            except OSError:
+                got = b""
+            if got == token:
+                conn.setblocking(False)
+                return conn
+            conn.close()  # not our guest: keep waiting for the real one
 
     def _send_file(self, chan: paramiko.Channel, path: Path) -> None:
         with open(path, "rb") as f:
@@ -207,7 +315,7 @@ class SSHSession:
         out: list[bytes] = []
         err: list[bytes] = []
         try:
-            status = self.run_stream(command, out.append, timeout, stderr_sink=err.append)
+            status = self.run_stream(command, out.append, timeout, stderr_sink=err.append, direct=False)
         except CommandTimeout:
             raise CommandTimeout(command, timeout or 0.0, _text(out), _text(err)) from None
         return CommandResult(status, _text(out), _text(err))

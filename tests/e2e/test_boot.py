@@ -197,6 +197,32 @@ def test_upload_then_stream_back_is_byte_identical(guest: Guest, tmp_path: Path)
     assert back.read_bytes() == src.read_bytes()
 
 
+def test_stdout_over_the_ssh_channel_and_over_direct_tcp_are_the_same(guest: Guest) -> None:
+    assert guest._ssh is not None
+    cmd = "seq 1 200000; echo done >&2; exit 4"
+    results = []
+    for direct in (False, True):
+        out, err = bytearray(), bytearray()
+        status = guest._ssh.run_stream(cmd, out.extend, 60, stderr_sink=err.extend, direct=direct)
+        results.append((status, hashlib.sha256(out).hexdigest(), bytes(err)))
+    assert results[0] == results[1]
+    assert results[0][0] == 4 and results[0][2] == b"done\n"
+
+
+def test_direct_stream_falls_back_to_the_channel_when_the_guest_cannot_connect(guest: Guest) -> None:
+    assert guest.ssh_port is not None
+    # The guest's own loopback has no listener: nc fails before the command would run.
+    session = SSHSession(guest.ssh_port, ensure_keys(), direct_gateway="127.0.0.1")
+    session.connect(timeout=20)
+    try:
+        out, err = bytearray(), bytearray()
+        assert session.run_stream("echo hello", out.extend, 30, stderr_sink=err.extend) == 0
+        assert (bytes(out), bytes(err)) == (b"hello\n", b"")
+        assert session.direct_gateway is None  # later streams go straight to the channel
+    finally:
+        session.close()
+
+
 def test_streaming_a_missing_file_names_it(guest: Guest) -> None:
     from pagelab.errors import InfraError
 
