@@ -151,7 +151,7 @@ def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
     try:
         opts = sortopts.parse_argv(args.sort_argv)
     except sortopts.HelpRequested:
-        ui.print(sortopts.USAGE, markup=False, highlight=False, end="")
+        sys.stdout.write(sortopts.USAGE)
         return 0
     sort.run(opts, ui)
     return 0
