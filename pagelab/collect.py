@@ -11,9 +11,12 @@ disk).
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tempfile
 import threading
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 import zstandard
 
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
-from pagelab.errors import BuildError, GuestCrash, InfraError
+from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
 from pagelab.ui import UI
 
@@ -273,6 +276,95 @@ def read_in_order(
             spool.close()
 
 
+# -- compression and parsing in a child process -------------------------------------------------------
+def _worker_main(conn: Any) -> None:
+    """Child process: for each snapshot, write the bytes to its .zst file and parse them."""
+    # Ctrl-C is the parent's to handle; the child ends when its pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(EOFError, OSError):
+        _worker_loop(conn)
+
+
+def _worker_loop(conn: Any) -> None:
+    while True:
+        msg = conn.recv_bytes()
+        if msg[:1] != b"B":
+            continue
+        path, label = msg[1:].decode().split("\0", 1)
+        builder = SnapshotBuilder(label=label, source=path, name=path)
+        total = 0
+        error: tuple[str, ...] | None = None
+        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+            while True:
+                msg = conn.recv_bytes()
+                if msg[:1] == b"E":
+                    break
+                data = memoryview(msg)[1:]
+                total += len(data)
+                zst.write(data)
+                if error is None:
+                    try:
+                        builder.feed(bytes(data))
+                    except InputError as err:  # keep writing the raw file: it is the evidence
+                        error = ("input", err.source, err.detail, str(err.line or ""))
+        if error is None:
+            try:
+                conn.send(("ok", builder.finish(), total))
+                continue
+            except InputError as err:
+                error = ("input", err.source, err.detail, str(err.line or ""))
+            except Exception as err:  # pragma: no cover - a parser bug, reported by the parent
+                error = ("bug", repr(err))
+        conn.send(("error", error, total))
+
+
+class AnalysisWorker:
+    """A child process that compresses and parses snapshots while the parent only moves bytes.
+
+    The reading threads (paramiko, one per range) need the parent's GIL; parsing in the same process
+    starved them. Raises InfraError if the child dies.
+    """
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs SSH and QMP threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker_main, args=(child,), name="pagelab-analysis", daemon=True)
+        self._proc.start()
+        child.close()
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._conn.send_bytes(data)
+        except (BrokenPipeError, OSError):
+            raise InfraError("the snapshot analysis process died") from None
+
+    def begin(self, path: Path, label: str) -> None:
+        self._send(b"B" + f"{path}\0{label}".encode())
+
+    def feed(self, data: bytes) -> None:
+        self._send(b"D" + data)
+
+    def finish(self) -> tuple[Snapshot, int]:
+        """End of this snapshot: its analysis and byte count. Raises InputError, InfraError."""
+        self._send(b"E")
+        try:
+            status, result, total = self._conn.recv()
+        except (EOFError, OSError):
+            raise InfraError("the snapshot analysis process died") from None
+        if status == "ok":
+            return result, total
+        if result[0] == "input":
+            raise InputError(result[1], result[2], int(result[3]) if result[3] else None)
+        raise InfraError(f"snapshot analysis failed: {result[1]}")
+
+    def close(self) -> None:
+        self._conn.close()
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
 # -- snapshots ---------------------------------------------------------------------------------------
 @dataclass
 class SnapshotFile:
@@ -377,7 +469,25 @@ class Collector:
         self.timeout = timeout
         self._readers = readers
         self._memory: GuestMemory | None = None
+        self._analysis: AnalysisWorker | None = None
         self.taken: list[SnapshotFile] = []
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the analysis process (started on the first snapshot)."""
+        if self._analysis is not None:
+            self._analysis.close()
+            self._analysis = None
+
+    def _worker(self) -> AnalysisWorker:
+        if self._analysis is None:
+            self._analysis = AnalysisWorker()
+        return self._analysis
 
     @property
     def memory(self) -> GuestMemory:
@@ -402,35 +512,33 @@ class Collector:
         readers, ranges = self.plan()
         self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
         t0 = time.perf_counter()
-        builder = SnapshotBuilder(label=label, source=str(path), name=str(path))
-        total = 0
-        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+        worker = self._worker()
+        worker.begin(path, label)
 
-            def consume(data: bytes) -> None:
-                nonlocal total
-                total += len(data)
-                zst.write(data)
-                builder.feed(data)
+        def job(start: int, end: int | None) -> Callable[[Sink], None]:
+            cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
+            cmd = cmd or reader_command(start, end)
 
-            def job(start: int, end: int | None) -> Callable[[Sink], None]:
-                cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
-                cmd = cmd or reader_command(start, end)
+            def run(sink: Sink) -> None:
+                _run_stream(self.guest, cmd, sink, self.timeout)
 
-                def run(sink: Sink) -> None:
-                    _run_stream(self.guest, cmd, sink, self.timeout)
+            return run
 
-                return run
-
+        try:
             with self.ui.progress(f"snapshot {stem}", total=len(ranges)) as bar:
                 read_in_order(
                     [job(s, e) for s, e in ranges],
                     readers,
-                    consume,
+                    worker.feed,
                     spool_dir=str(self.out_dir),
                     on_job_done=lambda i: bar.update(completed=i + 1),
                 )
+        except BaseException:
+            # The child is mid-snapshot; a fresh one serves the next call (the raw file so far stays).
+            self.close()
+            raise
+        snapshot, total = worker.finish()
         seconds = time.perf_counter() - t0
-        snapshot = builder.finish()
         taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"

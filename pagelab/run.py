@@ -182,24 +182,8 @@ def _guest_phase(
                 guest.check_crash()
                 raise UsageError(f"insmod {name}: {(res.stderr or res.stdout).strip()}")
         collector = Collector(guest, state.out.snapshots, ui, readers=s.readers)
-        _settle(state, guest)
-        _snapshot(state, collector, "baseline")
-        for i in range(1, s.iterations + 1):
-            for w in workloads:
-                r = WorkloadRun(w, i)
-                state.runs.append(r)
-                ui.step(f"iteration {i}/{s.iterations}: {w.spec}")
-                t1 = time.perf_counter()
-                res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
-                r.seconds = time.perf_counter() - t1
-                r.status = res.status
-                r.output = (res.stdout + res.stderr)[-4000:]
-                state.timings["workloads"] = state.timings.get("workloads", 0.0) + r.seconds
-                guest.check_crash()
-                if res.status != 0:
-                    ui.warn(f"workload {w.spec!r} exited {res.status}: {(res.stderr or res.stdout).strip()[-300:]}")
-            _settle(state, guest)
-            _snapshot(state, collector, f"iter{i}")
+        with collector:
+            _iterations(state, ui, guest, collector, workloads)
         guest.check_crash()
     except BaseException:
         exc_info = sys.exc_info()
@@ -212,6 +196,29 @@ def _guest_phase(
             state.timings["shutdown"] = time.perf_counter() - t2
             log = getattr(guest_cm, "console_log", None)
             _copy_console(log, state.out.console_log)
+
+
+def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workloads: list[wl.Workload]) -> None:
+    """Baseline, then each iteration's workloads and snapshot."""
+    s = state.settings
+    _settle(state, guest)
+    _snapshot(state, collector, "baseline")
+    for i in range(1, s.iterations + 1):
+        for w in workloads:
+            r = WorkloadRun(w, i)
+            state.runs.append(r)
+            ui.step(f"iteration {i}/{s.iterations}: {w.spec}")
+            t1 = time.perf_counter()
+            res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
+            r.seconds = time.perf_counter() - t1
+            r.status = res.status
+            r.output = (res.stdout + res.stderr)[-4000:]
+            state.timings["workloads"] = state.timings.get("workloads", 0.0) + r.seconds
+            guest.check_crash()
+            if res.status != 0:
+                ui.warn(f"workload {w.spec!r} exited {res.status}: {(res.stderr or res.stdout).strip()[-300:]}")
+        _settle(state, guest)
+        _snapshot(state, collector, f"iter{i}")
 
 
 def _guest_options(cls: Any, s: RunSettings, console_log: Path) -> Any:

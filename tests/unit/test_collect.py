@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import lzma
 import random
 import subprocess
 import threading
@@ -10,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from pagelab.collect import (
+    AnalysisWorker,
     Span,
     SpoolAbandoned,
     build_reader,
@@ -20,6 +23,8 @@ from pagelab.collect import (
     reader_command,
     split_ranges,
 )
+from pagelab.errors import InputError
+from pagelab.pageowner.analyse import load_snapshot
 
 ZONEINFO = """Node 0, zone      DMA
   per-node stats
@@ -207,3 +212,35 @@ def test_po_read_usage_errors_exit_2() -> None:
     assert subprocess.run([str(reader), "12x"], capture_output=True).returncode == 2
     missing = subprocess.run([str(reader), "-f", "/nonexistent", "0"], capture_output=True, text=True)
     assert missing.returncode == 1 and "/nonexistent" in missing.stderr
+
+
+def test_the_analysis_process_writes_the_raw_file_and_parses_it(tmp_path: Path, fixtures: Path) -> None:
+    data = lzma.decompress((fixtures / "report_po612.txt.xz").read_bytes())
+    worker = AnalysisWorker()
+    try:
+        for n in range(2):  # one process serves snapshot after snapshot
+            path = tmp_path / f"{n:02d}-x.page_owner.zst"
+            worker.begin(path, f"x{n}")
+            for i in range(0, len(data), 100_000):
+                worker.feed(data[i : i + 100_000])
+            snap, total = worker.finish()
+            assert total == len(data)
+            assert zstandard.ZstdDecompressor().stream_reader(open(path, "rb")).read() == data
+            expected = load_snapshot(fixtures / "report_po612.txt.xz")
+            assert (snap.label, snap.records, snap.total_pages) == (f"x{n}", expected.records, expected.total_pages)
+            assert snap.stacks.keys() == expected.stacks.keys()
+    finally:
+        worker.close()
+
+
+def test_the_analysis_process_reports_bad_input_by_file_and_keeps_the_raw_bytes(tmp_path: Path) -> None:
+    worker = AnalysisWorker()
+    try:
+        path = tmp_path / "00-bad.page_owner.zst"
+        worker.begin(path, "bad")
+        worker.feed(b"this is not a page_owner dump\n\n")
+        with pytest.raises(InputError, match=r"00-bad\.page_owner\.zst"):
+            worker.finish()
+        assert zstandard.ZstdDecompressor().stream_reader(open(path, "rb")).read().startswith(b"this is not")
+    finally:
+        worker.close()
