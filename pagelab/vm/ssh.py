@@ -323,7 +323,12 @@ class SSHSession:
     def stream(self, path: str, sink: Sink, timeout: float | None = None) -> None:
         """Stream a guest file to ``sink`` in chunks. Raises InfraError if the guest cannot read it."""
         err: list[bytes] = []
-        status = self.run_stream(f"cat {shlex.quote(path)}", sink, timeout, stderr_sink=err.append)
+        command = f"cat -- {shlex.quote(path)}"
+        if self.direct_gateway is not None:
+            # Files like page_owner return one record per read(): coalesce them into big TCP writes
+            # (measured ~1.4x faster than record-sized sends through QEMU's user network).
+            command = f"set -o pipefail; {command} | dd obs=1M 2>/dev/null"
+        status = self.run_stream(command, sink, timeout, stderr_sink=err.append)
         if status != 0:
             raise InfraError(f"guest: cannot read {path}: {_text(err).strip() or f'cat exited {status}'}")
 

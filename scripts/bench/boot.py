@@ -59,6 +59,36 @@ def pagelab_boot(kernel: Path, image: Path, accel: str) -> dict[str, float]:
     return timings
 
 
+def stream_rates(kernel: Path, image: Path, accel: str, size_mb: int) -> dict[str, float]:
+    """MB/s of run_stream over the SSH channel and over the direct TCP path, zeros and page_owner."""
+    rates: dict[str, float] = {}
+    with Guest(kernel, image, GuestOptions(accel=accel), UI(plain=True, quiet=True)) as g:
+        session = g._ssh
+        assert session is not None
+        for what, cmd in (
+            (f"{size_mb} MB of zeros", f"head -c {size_mb * 1000 * 1000} /dev/zero"),
+            ("page_owner dump after boot", "cat /sys/kernel/debug/page_owner"),
+        ):
+            for direct in (False, True):
+                if direct and "page_owner" in cmd:
+                    cmd = f"{cmd} | dd obs=1M 2>/dev/null"  # what Guest.stream does on the direct path
+                count = [0]
+
+                def sink(chunk: bytes, count: list[int] = count) -> None:
+                    count[0] += len(chunk)
+
+                start = time.monotonic()
+                session.run_stream(cmd, sink, 600, direct=direct)
+                elapsed = time.monotonic() - start
+                rates[f"stream {what}: {'direct TCP' if direct else 'SSH channel (baseline)'}, MB/s"] = (
+                    count[0] / elapsed / 1e6
+                )
+        start = time.monotonic()
+        size = int(g.run("cat /sys/kernel/debug/page_owner | wc -c", timeout=600).stdout)
+        rates["page_owner read in the guest only (no transfer), MB/s"] = size / (time.monotonic() - start) / 1e6
+    return rates
+
+
 def cli_boot_true(kernel: Path, accel: str) -> float:
     start = time.monotonic()
     subprocess.run(
@@ -75,6 +105,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--kernel", type=Path, help="bzImage (default: the cached default build)")
     ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm", "auto"])
+    ap.add_argument("--stream-mb", type=int, default=50, help="size of the zeros stream (0: skip streams)")
     args = ap.parse_args()
     ui = UI(plain=True, quiet=True)
     modules = None
@@ -103,6 +134,10 @@ def main() -> int:
             pagelab_boot(kernel, lean, args.accel)["launch_to_ssh"],
         )
         add("`pagelab boot -- true` end to end (warm cache)", cli_boot_true(kernel, args.accel))
+    if args.stream_mb:
+        for _ in range(min(args.runs, 3)):
+            for name, value in stream_rates(kernel, image, args.accel, args.stream_mb).items():
+                add(name, value)
 
     host = f"{platform.node()}, {os.cpu_count()} cores, {platform.release()}"
     print(f"Machine: {host}; {qemu_version()}; accel {args.accel}")
@@ -110,7 +145,7 @@ def main() -> int:
     sizes = f"{image.stat().st_size / 1e6:.1f} MB, {lean.stat().st_size / 1e6:.1f} MB without stress-ng"
     print(f"Image: uncompressed cpio, {sizes}")
     print()
-    print("| measure | median s | min s | max s |")
+    print("| measure | median | min | max |")
     print("|---|---:|---:|---:|")
     for name, values in rows.items():
         print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
