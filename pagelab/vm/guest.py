@@ -89,10 +89,14 @@ class GuestOptions:
                 append.extend(shlex.split(item))
             except ValueError as err:
                 raise UsageError(f"--append {item!r}: {err}") from None
+        def given(name: str, default: Any) -> Any:
+            value = getattr(args, name, None)
+            return default if value is None else value
+
         opts = cls(
-            memory=getattr(args, "memory", None) or "1G",
-            cpus=getattr(args, "cpus", None) or 2,
-            accel=getattr(args, "accel", None) or "auto",
+            memory=given("memory", "1G"),
+            cpus=given("cpus", 2),
+            accel=given("accel", "auto"),
             append=append,
             timeout=getattr(args, "timeout", None),
             keep=bool(getattr(args, "keep", False)),
