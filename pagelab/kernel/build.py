@@ -306,6 +306,15 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
         return result
 
 
+def configure(opts: BuildOptions, ui: UI) -> str:
+    """Only resolve and verify the final ``.config`` (merge + olddefconfig, nothing compiled); returns its text.
+
+    Raises like build_kernel: InputError/UsageError (exit 2), BuildError when a symbol does not land.
+    """
+    plan = _plan(opts, ui)
+    return _resolve_config(plan, cache_dir("kernel", "builds", plan.group), ui)
+
+
 def _resolve_config(plan: _Plan, group_dir: Path, ui: UI) -> str:
     """Base + fragments → final .config text, verified. Runs in the group's scratch dir under its lock."""
     scratch = group_dir / "kconfig"
