@@ -5,7 +5,7 @@ Cache layout (under ``cache_root()/kernel``)::
     src/<tarball sha256[:16]>/…            unpacked tarballs (source.py)
     builds/<group>/                        group = source location + compiler + make variables
         kconfig/                           scratch O= dir where configs are resolved (under kconfig.lock)
-        work/                              THE build tree of the group: make runs here (under work.lock)
+        work-0/ work-1/                    the group's build trees: make runs here (each under work-N.lock)
         <config sha256[:16]>/              one result per final .config
             obj/                           a copy of work/ after the build: bzImage, vmlinux, .config;
                                            the reported build_dir (`make -C obj M=dir modules` works)
@@ -13,12 +13,13 @@ Cache layout (under ``cache_root()/kernel``)::
             build.log  metadata.json       metadata.json is written last: it marks the entry valid
     resolved/<input key>.json              (sources, base, fragments, compiler, vars) → config sha256
 
-Why one build tree per group plus a copy per config: a changed config is an incremental build
-(Kbuild's syncconfig touches only the changed symbols' dependency files), while every cached
-result keeps a complete output dir for external modules, unaffected by later builds. Copying is
-~1 s for a tinyconfig-sized tree. Moving a build tree instead would not do: objtool's build
-records absolute paths, and every object depends on objtool, so a moved tree rebuilds everything.
-Builds of one group serialise on work.lock (two makes on 2 cores gain nothing anyway).
+Why shared build trees plus a copy per config: a changed config is an incremental build (Kbuild's
+syncconfig touches only the changed symbols' dependency files), while every cached result keeps a
+complete output dir for external modules, unaffected by later builds. Copying is ~1 s for a
+tinyconfig-sized tree. Copying a tree to build in it would not do: objtool's build records absolute
+paths and every object depends on objtool, so a copied tree rebuilds everything. A build picks the
+tree that needs the least recompiling (counted from Kbuild's own per-symbol dependencies), so two
+configs can alternate without rebuilding each other.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ KBUILD_ENV = ("ARCH", "CROSS_COMPILE", "LLVM", "KCFLAGS", "KCPPFLAGS", "KAFLAGS"
 #: Bump when the layout or what a result contains changes: old entries are then ignored.
 LAYOUT = "1"
 FAILED_TAIL_LINES = 40
+#: Build trees per group: two configs (say the default and a memcg one) can alternate without either
+#: recompiling the other's objects. Each tree is a full O= dir (~200 MB for the default config).
+WORK_TREES = 2
 _PROGRESS_LINE = re.compile(r"^\s+(CC \[M\]|LD \[M\]|CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN)\s+(\S+)")
 
 
@@ -288,11 +292,8 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     config_text = _resolve_config(plan, group_dir, ui)
     config_sha = hashlib.sha256(config_text.encode()).hexdigest()
     entry = group_dir / config_sha[:16]
-    lock = group_dir / "work.lock"
-    with _try_lock(lock) as free:
-        if not free:
-            ui.step("another pagelab build is using this source's build tree; waiting for it")
-    with file_lock(lock):
+    # The per-config lock makes a concurrent build of the same config wait and then answer from the cache.
+    with _waiting_lock(group_dir / f"{entry.name}.lock", ui, "another pagelab is building this config"):
         done = _result_from(entry, cached=True, seconds=0.0)
         if done is not None and json.loads(done.metadata.read_text()).get("source", {}).get("state") == plan.src.state:
             # Same final config as an existing build (e.g. a fragment that changes nothing), or a
@@ -301,9 +302,21 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
             done.seconds = time.monotonic() - started
             ui.step(f"kernel {done.kernel_version} cached: {done.bzimage}")
             return done
-        result = _build_entry(plan, group_dir, entry, config_text, config_sha, ui, started)
+        work, estimate = _choose_work_tree(group_dir, entry, kconfig.parse_config(config_text))
+        with _waiting_lock(work.with_name(f"{work.name}.lock"), ui, f"{work} is busy with another build"):
+            result = _build_entry(plan, work, entry, config_text, config_sha, estimate, ui, started)
         _point(plan, entry.name, config_sha)
         return result
+
+
+@contextlib.contextmanager
+def _waiting_lock(path: Path, ui: UI, busy: str) -> Iterator[None]:
+    """file_lock, saying that we wait when someone else holds it."""
+    with _try_lock(path) as free:
+        if not free:
+            ui.step(f"{busy}; waiting")
+    with file_lock(path):
+        yield
 
 
 def configure(opts: BuildOptions, ui: UI) -> str:
@@ -339,12 +352,66 @@ def _point(plan: _Plan, entry_name: str, config_sha: str) -> None:
     atomic_write(resolved / f"{plan.input_key}.json", json.dumps({"entry": entry_name, "config_sha256": config_sha}))
 
 
-def _estimate(entry: Path, work: Path) -> int | None:
-    """Objects the last build of this config compiled, else those of the build tree's last build."""
-    for path in (entry / "objects", work / "pagelab-objects"):
+def rebuild_cost(work: Path, config: dict[str, str]) -> tuple[int, int] | None:
+    """(objects Kbuild would recompile in build tree ``work`` for ``config``, objects in the tree).
+
+    None for a tree that never finished a build. Counts the objects whose recorded per-symbol
+    dependencies (``include/config/SYM`` in their ``.*.o.cmd``, written by fixdep) include a symbol
+    whose value differs from the tree's .config. Objects the new config adds are not counted.
+    """
+    try:
+        old = kconfig.parse_config((work / ".config").read_text())
+    except OSError:
+        return None
+    if not (work / "vmlinux").is_file():
+        return None
+    changed = sorted(s for s in old.keys() | config.keys() if old.get(s, "n") != config.get(s, "n"))
+    pattern = re.compile(rb"include/config/(?:" + b"|".join(re.escape(s.encode()) for s in changed) + rb")\)")
+    cost = total = 0
+    for dirpath, _, files in os.walk(work):
+        for name in files:
+            if name.startswith(".") and name.endswith(".o.cmd"):
+                total += 1
+                if changed:
+                    with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
+                        cost += bool(pattern.search(f.read()))
+    return cost, total
+
+
+def _choose_work_tree(group_dir: Path, entry: Path, config: dict[str, str]) -> tuple[Path, int | None]:
+    """The build tree that needs the least recompiling for ``config``, and the progress estimate.
+
+    A config that would recompile most of every warm tree goes to an empty tree if there is one,
+    so that alternating between, say, the default and a memcg config does not rebuild both each time.
+    The estimate is in make's progress lines (objects, archives, links) as counted by _run_make.
+    """
+    trees = [group_dir / f"work-{i}" for i in range(WORK_TREES)]
+    costs = [(work, rebuild_cost(work, config)) for work in trees]
+    warm = [(c, work) for work, c in costs if c is not None]
+    empty = [work for work, c in costs if c is None]
+    lines = _last_lines(group_dir)
+    if not warm:
+        return empty[0], lines
+    (cost, total), work = min(warm, key=lambda t: t[0][0])
+    if empty and cost > total // 2:
+        return empty[0], lines
+    if cost == 0:
+        # Same config, changed sources: the last build of this config is the best guess.
+        for path in (entry / "objects", work / "pagelab-objects"):
+            with contextlib.suppress(OSError, ValueError):
+                return work, int(path.read_text())
+        return work, lines
+    ratio = lines / total if lines and total else 1.5  # progress lines per object in a full build
+    return work, int(cost * ratio)
+
+
+def _last_lines(group_dir: Path) -> int | None:
+    """Progress lines of the group's largest recorded build (a cold build's count)."""
+    counts = []
+    for p in group_dir.glob("*/objects"):
         with contextlib.suppress(OSError, ValueError):
-            return int(path.read_text())
-    return None
+            counts.append(int(p.read_text()))
+    return max(counts) if counts else None
 
 
 def _snapshot(work: Path, entry: Path) -> Path:
@@ -364,7 +431,14 @@ def _snapshot(work: Path, entry: Path) -> Path:
 
 
 def _build_entry(
-    plan: _Plan, group_dir: Path, entry: Path, config_text: str, config_sha: str, ui: UI, started: float
+    plan: _Plan,
+    work: Path,
+    entry: Path,
+    config_text: str,
+    config_sha: str,
+    estimate: int | None,
+    ui: UI,
+    started: float,
 ) -> BuildResult:
     entry.mkdir(parents=True, exist_ok=True)
     # From here until metadata.json is rewritten the entry is not valid: an interrupt leaves it so.
@@ -372,7 +446,6 @@ def _build_entry(
         (entry / "metadata.json").unlink()
     for stale in [*entry.glob("obj.tmp.*"), *entry.glob("obj.old.*"), *entry.glob("modules.tmp.*")]:
         shutil.rmtree(stale, ignore_errors=True)  # leftovers of an interrupted build; we hold the lock
-    work = group_dir / "work"
     work.mkdir(exist_ok=True)
     current = work / ".config"
     if not current.is_file() or current.read_text() != config_text:
@@ -383,7 +456,7 @@ def _build_entry(
     make_cmd = ["make", "-C", str(plan.src.tree), f"O={work}", f"-j{plan.jobs}", *plan.make_vars, "bzImage", "modules"]
     ui.step(f"building {plan.src.version} in {work} (make -j{plan.jobs})")
     t0 = time.monotonic()
-    objects = _run_make(make_cmd, plan.src.tree, log, _estimate(entry, work), ui)
+    objects = _run_make(make_cmd, plan.src.tree, log, estimate, ui)
     build_seconds = time.monotonic() - t0
     atomic_write(work / "pagelab-objects", str(objects))
     release = (work / "include" / "config" / "kernel.release").read_text().strip()

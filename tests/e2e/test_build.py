@@ -213,12 +213,12 @@ def test_interrupted_build_leaves_no_valid_entry(default_kernel: BuildResult, tm
     assert proc.returncode == 130
     (entry,) = [p for p in groups.iterdir() if p.name not in before and p.is_dir()]
     assert not (entry / "metadata.json").exists()
-    assert _make_processes(groups / "work") == []
+    assert _make_processes(groups) == []
     drop_entry(entry / "obj")
 
 
-def _make_processes(build_tree: Path) -> list[int]:
-    """Pids of processes still running make in ``build_tree`` (there must be none after an interrupt)."""
+def _make_processes(group: Path) -> list[int]:
+    """Pids of processes still running make in the group's build trees (none may survive an interrupt)."""
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -226,7 +226,7 @@ def _make_processes(build_tree: Path) -> list[int]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if f"O={build_tree}".encode() in cmd and b"make" in cmd:
+            if f"O={group}/work-".encode() in cmd and b"make" in cmd:
                 out.append(int(pid))
     return out
 
