@@ -12,19 +12,21 @@ disk).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
+import pickle
 import re
 import shlex
 import signal
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
@@ -277,80 +279,104 @@ def read_in_order(
 
 
 # -- compression and parsing in a child process -------------------------------------------------------
-def _worker_main(conn: Any) -> None:
-    """Child process: for each snapshot, write the bytes to its .zst file and parse them."""
-    # Ctrl-C is the parent's to handle; the child ends when its pipe closes.
+# Messages on the child's stdin: one type byte and an 8-byte length, then the payload:
+# B (begin: "path\0label"), D (dump bytes), E (end of this snapshot). After E the child answers on its
+# stdout with an 8-byte length and a pickled ("ok", Snapshot, bytes) or ("error", details, bytes).
+_HEAD = struct.Struct("<cQ")
+_LEN = struct.Struct("<Q")
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError
+    return data
+
+
+def _serve() -> None:
+    """Child process entry point (``python -c 'import pagelab.collect as c; c._serve()'``)."""
+    # Ctrl-C is the parent's to handle; the child ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(EOFError, OSError):
-        _worker_loop(conn)
-
-
-def _worker_loop(conn: Any) -> None:
-    while True:
-        msg = conn.recv_bytes()
-        if msg[:1] != b"B":
-            continue
-        path, label = msg[1:].decode().split("\0", 1)
-        builder = SnapshotBuilder(label=label, source=path, name=path)
-        total = 0
-        error: tuple[str, ...] | None = None
-        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
-            while True:
-                msg = conn.recv_bytes()
-                if msg[:1] == b"E":
-                    break
-                data = memoryview(msg)[1:]
-                total += len(data)
-                zst.write(data)
-                if error is None:
-                    try:
-                        builder.feed(bytes(data))
-                    except InputError as err:  # keep writing the raw file: it is the evidence
-                        error = ("input", err.source, err.detail, str(err.line or ""))
-        if error is None:
-            try:
-                conn.send(("ok", builder.finish(), total))
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    with contextlib.suppress(EOFError, BrokenPipeError):
+        while True:
+            kind, n = _HEAD.unpack(_read_exact(inp, _HEAD.size))
+            payload = _read_exact(inp, n)
+            if kind != b"B":
                 continue
-            except InputError as err:
-                error = ("input", err.source, err.detail, str(err.line or ""))
-            except Exception as err:  # pragma: no cover - a parser bug, reported by the parent
-                error = ("bug", repr(err))
-        conn.send(("error", error, total))
+            path, label = payload.decode().split("\0", 1)
+            reply = pickle.dumps(_one_snapshot(inp, path, label), protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(_LEN.pack(len(reply)) + reply)
+            out.flush()
+
+
+def _one_snapshot(inp: BinaryIO, path: str, label: str) -> tuple[str, Any, int]:
+    builder = SnapshotBuilder(label=label, source=path, name=path)
+    total = 0
+    error: tuple[str, ...] | None = None
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+        while True:
+            kind, n = _HEAD.unpack(_read_exact(inp, _HEAD.size))
+            if kind == b"E":
+                break
+            data = _read_exact(inp, n)
+            total += n
+            zst.write(data)
+            if error is None:
+                try:
+                    builder.feed(data)
+                except InputError as err:  # keep writing the raw file: it is the evidence
+                    error = ("input", err.source, err.detail, str(err.line or ""))
+    if error is None:
+        try:
+            return ("ok", builder.finish(), total)
+        except InputError as err:
+            error = ("input", err.source, err.detail, str(err.line or ""))
+        except Exception as err:  # a parser bug, reported by the parent
+            error = ("bug", repr(err))
+    return ("error", error, total)
 
 
 class AnalysisWorker:
     """A child process that compresses and parses snapshots while the parent only moves bytes.
 
     The reading threads (paramiko, one per range) need the parent's GIL; parsing in the same process
-    starved them. Raises InfraError if the child dies.
+    starved them. A plain subprocess (not multiprocessing) so that no caller's ``__main__`` is re-run.
+    Raises InfraError if the child dies.
     """
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs SSH and QMP threads
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, args=(child,), name="pagelab-analysis", daemon=True)
-        self._proc.start()
-        child.close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "import pagelab.collect as c; c._serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, kind: bytes, data: bytes = b"") -> None:
+        assert self._proc.stdin is not None
         try:
-            self._conn.send_bytes(data)
-        except (BrokenPipeError, OSError):
+            self._proc.stdin.write(_HEAD.pack(kind, len(data)))
+            self._proc.stdin.write(data)
+            if kind != b"D":
+                self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
             raise InfraError("the snapshot analysis process died") from None
 
     def begin(self, path: Path, label: str) -> None:
-        self._send(b"B" + f"{path}\0{label}".encode())
+        self._send(b"B", f"{path}\0{label}".encode())
 
     def feed(self, data: bytes) -> None:
-        self._send(b"D" + data)
+        self._send(b"D", data)
 
     def finish(self) -> tuple[Snapshot, int]:
         """End of this snapshot: its analysis and byte count. Raises InputError, InfraError."""
         self._send(b"E")
+        assert self._proc.stdout is not None
         try:
-            status, result, total = self._conn.recv()
-        except (EOFError, OSError):
-            raise InfraError("the snapshot analysis process died") from None
+            (n,) = _LEN.unpack(_read_exact(self._proc.stdout, _LEN.size))
+            status, result, total = pickle.loads(_read_exact(self._proc.stdout, n))
+        except (EOFError, OSError, pickle.UnpicklingError):
+            raise InfraError(f"the snapshot analysis process died (status {self._proc.poll()})") from None
         if status == "ok":
             return result, total
         if result[0] == "input":
@@ -358,11 +384,15 @@ class AnalysisWorker:
         raise InfraError(f"snapshot analysis failed: {result[1]}")
 
     def close(self) -> None:
-        self._conn.close()
-        self._proc.join(timeout=10)
-        if self._proc.is_alive():
+        for stream in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.join()
+            self._proc.wait()
 
 
 # -- snapshots ---------------------------------------------------------------------------------------
