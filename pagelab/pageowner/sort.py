@@ -21,6 +21,8 @@ Public API: ``run(options, ui)``, ``sort_dump(stream, name, options, ui)``, ``wr
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import os
 import re
 import sys
@@ -162,14 +164,16 @@ class _Reader:
         self._head_ok: dict[bytes, bool] = {}
         self._stack_lines: dict[bytes, int] = {}  # stack text -> its number of lines, or 0 if unusable
         self._stacks: dict[bytes, bytes] = {}  # interned stack texts: high-cardinality dumps share them
+        self._binary = False  # a NUL byte was read: only the exact reader (which reports it) from then on
 
     # ---- the stream ---------------------------------------------------------------------------
     def feed_stream(self, stream: BinaryIO, progress: Iterator[None] | None = None) -> None:
         """Read ``stream`` to its end. Raises InputError."""
-        carry = b""
-        consumed_prefix = False
+        carry = b""  # the incomplete last record of what was read so far
+        consumed_prefix = False  # carry's record has lost its PREFIX to a split on _REC
         first = True
         pending_cr = b""
+        overlap = len(_REC) - 1
         while True:
             new = stream.read(_CHUNK)
             if progress is not None:
@@ -184,48 +188,50 @@ class _Reader:
                 if new.endswith(b"\r"):
                     new, pending_cr = new[:-1], b"\r"
                 new = new.replace(b"\r\n", b"\n")
-            data = carry + new if carry else new
+            if b"\x00" in new:
+                self._binary = True  # the exact reader will say where
             if first:
                 first = False
-                if data.startswith(PREFIX):
-                    data = data[len(PREFIX) :]
+                if new.startswith(PREFIX):
+                    new = new[len(PREFIX) :]
                     consumed_prefix = True
-            cut = data.rfind(_REC)
-            if cut < 0:
-                if len(data) > 4 * _CHUNK:
-                    # No record boundary in 16 MB: not a dump, or one giant block. Let the exact
-                    # reader judge the complete lines (it raises on a block over 128 KiB).
-                    end = data.rfind(b"\n") + 1
-                    self._slow((PREFIX if consumed_prefix else b"") + data[:end], eof=False)
-                    data, consumed_prefix = data[end:], False
-                carry = data
-                continue
-            self._segment(data[:cut], consumed_prefix, final=False)
-            carry = data[cut + len(_REC) :]
-            consumed_prefix = True
-        self._segment(carry + pending_cr, consumed_prefix, final=True)
+            # Split the new data alone (no copy of it with the carry) unless a boundary straddles the two.
+            if carry and _REC in carry[-overlap:] + new[:overlap]:
+                new, carry = carry + new, b""
+            pieces = new.split(_REC)
+            if carry:
+                pieces[0] = carry + pieces[0]
+            carry = pieces.pop()
+            if pieces:
+                self._segment(pieces, consumed_prefix)
+                consumed_prefix = True
+            elif len(carry) > 4 * _CHUNK:
+                # No record boundary in 16 MB: not a dump, or one giant block. Let the exact
+                # reader judge the complete lines (it raises on a block over 128 KiB).
+                end = carry.rfind(b"\n") + 1
+                self._slow((PREFIX if consumed_prefix else b"") + carry[:end], eof=False)
+                carry, consumed_prefix = carry[end:], False
+        self._final(carry + pending_cr, consumed_prefix)
 
-    def _segment(self, seg: bytes, consumed_prefix: bool, final: bool) -> None:
-        """Count one run of whole records; ``seg`` lacks the leading PREFIX when ``consumed_prefix``."""
-        clean = self._block is None
-        if final:
-            if clean and consumed_prefix and seg.endswith(b"\n\n") and self._fast(seg[:-2]):
-                return
-            self._slow((PREFIX if consumed_prefix else b"") + seg, eof=True)
+    def _segment(self, pieces: list[bytes], consumed_prefix: bool) -> None:
+        """Count whole records (split on _REC; the first lacks PREFIX when ``consumed_prefix``)."""
+        if self._block is None and consumed_prefix and not self._binary and self._fast(pieces):
             return
-        if clean and consumed_prefix and self._fast(seg):
+        self._slow((PREFIX if consumed_prefix else b"") + _REC.join(pieces) + b"\n\n", eof=False)
+
+    def _final(self, rest: bytes, consumed_prefix: bool) -> None:
+        """Count what follows the last record boundary: normally one record and its blank line."""
+        clean = self._block is None and consumed_prefix and not self._binary
+        if clean and rest.endswith(b"\n\n") and self._fast([rest[:-2]]):
             return
-        self._slow((PREFIX if consumed_prefix else b"") + seg + b"\n\n", eof=False)
+        self._slow((PREFIX if consumed_prefix else b"") + rest, eof=True)
 
     # ---- fast path ----------------------------------------------------------------------------
-    def _fast(self, seg: bytes) -> bool:
-        """Count the records of ``seg`` (records separated by _REC, the first without PREFIX).
+    def _fast(self, pieces: list[bytes]) -> bool:
+        """Count records given as their text after PREFIX up to (not including) the blank line.
 
         Returns False, having counted nothing, when any record needs the exact reader.
         """
-        if b"\x00" in seg:
-            return False
-        pieces = seg.split(_REC)
         local_ts: dict[tuple, bytes] | None = None
         try:
             if self.first_ts is not None:
@@ -425,14 +431,16 @@ class Entry:
 
 
 def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
-    """Filter the distinct records, group them by the cull key, sort the groups: page_owner_sort's result."""
-    cull = opts.cull
+    """page_owner_sort's result from the distinct records: filter, sort by the cull key, merge, sort.
+
+    Consumes reader.records (the keys are released once they are entries).
+    """
     pids = frozenset(opts.pids) if opts.pids is not None else None
     tgids = frozenset(opts.tgids) if opts.tgids is not None else None
     comms = frozenset(opts.comms) if opts.comms is not None else None
     need_ts = any(k == "ts" for k, _ in opts.sort_keys)
     info_cache: dict[tuple, tuple[int, int, bytes, int, bool]] = {}
-    groups: dict[object, Entry] = {}
+    entries: list[Entry] = []
     for key, count in reader.records.items():
         header, stack, pclass, override = key
         head, sep, tail = header.partition(b", ts ")
@@ -450,87 +458,92 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
             continue
         if comms is not None and comm not in comms:
             continue
+        ts = 0
+        if need_ts:
+            if reader.first_ts is not None:
+                ts = _c_ts(reader.first_ts.get(key))
+            else:
+                ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
         allocator = pclass | (VMALLOC if info[4] else 0) or OTHERS
-        if cull:
-            gkey: object = (
-                (stack or b"") if "stacktrace" in cull else None,
-                pid if "pid" in cull else None,
-                tgid if "tgid" in cull else None,
-                comm if "comm" in cull else None,
-                allocator if "allocator" in cull else None,
-            )
+        entries.append(Entry(header, stack, allocator, pid, tgid, comm, ts, count, pages * count))
+    reader.records = {}
+    reader.first_ts = None
+    keys = _SortKeys(_text_order_exact(entries))
+    # The first qsort (stable) by the cull comparator, then runs of equal entries merge into their first.
+    cull = opts.cull
+    if cull:
+        fields = [keys.getter(f) for f in ("stacktrace", "pid", "tgid", "comm", "allocator") if f in cull]
+    else:
+        fields = keys.txt_parts()
+    for getter in reversed(fields):  # one stable sort per field, least significant first
+        entries.sort(key=getter)
+    same = _same_group(cull)
+    merged: list[Entry] = []
+    last: Entry | None = None
+    for e in entries:
+        if last is not None and same(last, e):
+            last.num += e.num
+            last.pages += e.pages
         else:
-            gkey = (header, stack or b"")
-        group = groups.get(gkey)
-        if group is None:
-            ts = 0
-            if need_ts:
-                if reader.first_ts is not None:
-                    ts = _c_ts(reader.first_ts.get(key))
-                else:
-                    ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
-            groups[gkey] = Entry(header, stack, allocator, pid, tgid, comm, ts, count, pages * count)
-        else:
-            group.num += count
-            group.pages += pages * count
-    entries = list(groups.values())
-    for e in entries:  # C ints
+            merged.append(e)
+            last = e
+    for e in merged:  # C ints
         e.num, e.pages = wrap_int32(e.num), wrap_int32(e.pages)
-    _sort(entries, opts)
-    return entries
+    # The second qsort (stable) by the sort keys.
+    for name, sign in reversed(opts.sort_keys):
+        merged.sort(key=keys.getter(name), reverse=sign < 0)
+    return merged
+
+
+def _same_group(cull: frozenset[str]):
+    """compare_cull_condition() == 0 for two entries."""
+    if not cull:
+        return lambda a, b: a.header == b.header and a.stack == b.stack
+    names = [{"stacktrace": "stack"}.get(f, f) for f in ("stacktrace", "pid", "tgid", "comm", "allocator") if f in cull]
+    return lambda a, b: all(getattr(a, n) == getattr(b, n) for n in names)
 
 
 def _text_order_exact(entries: list[Entry]) -> bool:
-    """Whether comparing (header, stack) tuples orders like strcmp on the joined texts.
+    """Whether comparing (header, stack) pairs orders like strcmp on the joined texts.
 
     They differ only when a byte below '\\n' follows a common prefix; no real dump has one.
     """
     stacks = {id(e.stack): e.stack for e in entries if e.stack is not None}  # stacks are interned: check each once
-    return not any(h.translate(None, _NOT_LOW) for h in (*(e.header for e in entries), *stacks.values()))
+    if any(s.translate(None, _NOT_LOW) for s in stacks.values()):
+        return False
+    return not any(e.header.translate(None, _NOT_LOW) for e in entries)
 
 
-def _sort(entries: list[Entry], opts: SortOptions) -> None:
-    """Order ``entries`` as page_owner_sort's two stable qsorts do: by the cull key, then the sort keys."""
-    exact = _text_order_exact(entries)
+class _SortKeys:
+    """Sort-key functions for entries: strcmp order of the texts and stack traces, C ints otherwise."""
 
-    def txt_key(e: Entry) -> object:
-        return (e.header, e.stack or b"") if exact else e.txt
+    def __init__(self, exact: bool) -> None:
+        self.exact = exact
 
-    def stack_key(e: Entry) -> object:
-        return (e.stack or b"") if exact else e.stacktrace
+    def txt_parts(self) -> list:
+        """Key functions whose successive stable sorts order entries by text."""
+        if self.exact:
+            return [_attr("header"), _stack_or_empty]
+        return [_attr("txt")]
 
-    cull = opts.cull
-    if cull:
-        parts = []
-        if "stacktrace" in cull:
-            parts.append(stack_key)
-        for name in ("pid", "tgid", "comm", "allocator"):
-            if name in cull:
-                parts.append(_attr(name))
-        entries.sort(key=lambda e: tuple(p(e) for p in parts))
-    else:
-        entries.sort(key=txt_key)
-    getters = {
-        "num": _attr("num"),
-        "pages": _attr("pages"),
-        "pid": _attr("pid"),
-        "tgid": _attr("tgid"),
-        "comm": _attr("comm"),
-        "allocator": _attr("allocator"),
-        "ts": _attr("ts"),
-        "stacktrace": stack_key,
-        "txt": txt_key,
-    }
-    # A stable sort per key, least significant first, is the lexicographic comparator's stable sort.
-    for name, sign in reversed(opts.sort_keys):
-        entries.sort(key=getters[name], reverse=sign < 0)
+    def getter(self, name: str):
+        if name == "txt":
+            return (lambda e: (e.header, e.stack or b"")) if self.exact else _attr("txt")
+        if name == "stacktrace":
+            return _stack_or_empty if self.exact else _attr("stacktrace")
+        return _attr(name)
+
+
+def _stack_or_empty(e: Entry) -> bytes:
+    return e.stack or b""
 
 
 def _attr(name: str):
-    return lambda e: getattr(e, name)
+    return operator.attrgetter(name)
 
 
 # -- output -----------------------------------------------------------------------------------------
+@functools.cache
 def _allocator_names(allocator: int) -> bytes:
     return b"allocated by " + b"".join(name for bit, name in _ALLOCATOR_NAMES if allocator & bit)
 
@@ -540,7 +553,15 @@ def format_entries(entries: Iterable[Entry], opts: SortOptions) -> Iterator[byte
     cull = opts.cull
     if not cull:
         for e in entries:
-            yield b"%d times, %d pages, %s:\n%s\n" % (e.num, e.pages, _allocator_names(e.allocator), e.txt)
+            stack = e.stack + b"\n" if e.stack is not None else b""
+            yield b"%d times, %d pages, %s:\n%s%s\n%s\n" % (
+                e.num,
+                e.pages,
+                _allocator_names(e.allocator),
+                PREFIX,
+                e.header,
+                stack,
+            )
         return
     show_pid = "pid" in cull or opts.pids is not None
     show_tgid = "tgid" in cull or opts.tgids is not None
@@ -604,13 +625,14 @@ def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int
         raise InputError(name, "no page_owner records ('Page allocated via order …' blocks) found")
     if reader.stats.unterminated:
         ui.warn(f"{name}: the last record has no closing blank line; counted (page_owner_sort drops it)")
+    distinct = len(reader.records)
     entries = _resolve(reader, opts)
     if opts.debug:
         ui.info(
-            f"debug: {reader.stats.records} records, {len(reader.records)} distinct, "
+            f"debug: {reader.stats.records} records, {distinct} distinct, "
             f"{reader.stats.slow_segments} segment(s) read by the exact line reader"
         )
-    return SortResult(reader.stats.records, len(reader.records), entries, reader.stats)
+    return SortResult(reader.stats.records, distinct, entries, reader.stats)
 
 
 def _check_output(path: str) -> None:

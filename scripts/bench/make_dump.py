@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pagelab.pageowner.inputs import open_input  # noqa: E402
+from pagelab.pageowner.inputs import open_input
 
 _HEADER = re.compile(rb"^(?P<head>Page allocated via order (?P<order>\d+),.*?, ts )\d+(?P<tail> ns.*)$")
 _FREE_TS = re.compile(rb"(free_ts )(\d+)( ns)")
@@ -78,7 +78,8 @@ def generate(records: list[_Record], out, *, count: int | None, size: int | None
         head = rec.ts_head + str(rng.randrange(1_000_000, ts)).encode()
         tail = rec.ts_tail
         if rec.free_ts:
-            tail = _FREE_TS.sub(lambda m: m[1] + str(rng.randrange(1_000_000, ts)).encode() + m[3], tail, count=1)
+            fresh = str(rng.randrange(1_000_000, ts)).encode()
+            tail = _FREE_TS.sub(rb"\g<1>" + fresh + rb"\g<3>", tail, count=1)
         pfn_text = (b"0x%x" % pfn) if rec.hex_pfn else b"%d" % pfn
         line2 = b"PFN %s type %s Block %d type %s" % (pfn_text, rec.pfn_type, pfn >> 9, rec.pfn_rest)
         block = b"%s%s\n%s\n%s\n\n" % (head, tail, line2, rec.rest)
