@@ -13,6 +13,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static dropbear-bin stress-ng
   # venv
   python3-venv
+  # benchmarks: GNU time (peak RSS of a tool process, scripts/bench/sort.py)
+  time
 )
 
 SUDO=""
