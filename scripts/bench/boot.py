@@ -141,6 +141,7 @@ def main() -> int:
 
     host = f"{platform.node()}, {os.cpu_count()} cores, {platform.release()}"
     print(f"Machine: {host}; {qemu_version()}; accel {args.accel}")
+    print(f"Load average at the end (other work on the host skews TCG timings): {os.getloadavg()[0]:.1f}")
     print(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; kernel {kernel}; runs {args.runs}")
     sizes = f"{image.stat().st_size / 1e6:.1f} MB, {lean.stat().st_size / 1e6:.1f} MB without stress-ng"
     print(f"Image: uncompressed cpio, {sizes}")
