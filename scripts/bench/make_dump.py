@@ -5,7 +5,8 @@ No guest big enough exists yet, so the benchmark dump is built from the records 
 dumps: each output record is a source record chosen at random (so the stack mix follows the source),
 its PFN line rewritten with a fresh, increasing, order-aligned PFN (and its pageblock number), its
 ``ts`` replaced by a fresh value and, in the 6.1 format, a non-zero ``free_ts`` by a fresh one too
-(a zero ``free_ts`` stays zero, as for a page never freed). Deterministic for a given seed.
+(a zero ``free_ts`` stays zero, as for a page never freed, unless --fresh-free-ts). Deterministic for a
+given seed.
 
 Usage: make_dump.py SOURCE [SOURCE...] -o OUT (--records N | --size MB) [--seed S]
 SOURCE may be plain, .gz, .xz or .zst (detected by content).
@@ -62,7 +63,9 @@ def load_records(paths: list[str]) -> list[_Record]:
     return records
 
 
-def generate(records: list[_Record], out, *, count: int | None, size: int | None, seed: int) -> tuple[int, int]:
+def generate(
+    records: list[_Record], out, *, count: int | None, size: int | None, seed: int, fresh_free_ts: bool = False
+) -> tuple[int, int]:
     """Write replayed records to ``out`` until ``count`` records or ``size`` bytes; returns (records, bytes)."""
     rng = random.Random(seed)
     pfn = 0x100
@@ -77,7 +80,7 @@ def generate(records: list[_Record], out, *, count: int | None, size: int | None
         ts += rng.randrange(1, 2_000_000)
         head = rec.ts_head + str(rng.randrange(1_000_000, ts)).encode()
         tail = rec.ts_tail
-        if rec.free_ts:
+        if rec.free_ts or (fresh_free_ts and rec.free_ts is not None):
             fresh = str(rng.randrange(1_000_000, ts)).encode()
             tail = _FREE_TS.sub(rb"\g<1>" + fresh + rb"\g<3>", tail, count=1)
         pfn_text = (b"0x%x" % pfn) if rec.hex_pfn else b"%d" % pfn
@@ -102,11 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--records", type=int, metavar="N", help="number of records to write")
     g.add_argument("--size", type=float, metavar="MB", help="stop after this many MB (10^6 bytes)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    ap.add_argument(
+        "--fresh-free-ts",
+        action="store_true",
+        help="6.1 format: give every record a fresh non-zero free_ts (no two texts alike: the worst case)",
+    )
     args = ap.parse_args(argv)
     records = load_records(args.sources)
     size = int(args.size * 1_000_000) if args.size is not None else None
     with open(args.output, "wb") as out:
-        n, nbytes = generate(records, out, count=args.records, size=size, seed=args.seed)
+        n, nbytes = generate(
+            records, out, count=args.records, size=size, seed=args.seed, fresh_free_ts=args.fresh_free_ts
+        )
     print(f"{args.output}: {n} records, {nbytes} bytes (seed {args.seed}, {len(records)} source records)")
     return 0
 

@@ -7,7 +7,7 @@ fixture dump (deterministic seed) unless --dump is given. Each tool runs --runs 
 alternating, under GNU time (wall time and peak RSS of the tool process itself).
 Every pagelab output is compared with the C tool's (they must be byte-identical).
 
-Usage: scripts/bench/sort.py [--dump FILE] [--size MB] [--source FIXTURE] [--runs N] [--mode ARGS]...
+Usage: scripts/bench/sort.py [--dump FILE] [--size MB] [--source FIXTURE] [--fresh-free-ts] [--runs N] [--mode ARGS]...
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def count_records(path: Path) -> int:
     return count + 1
 
 
-def make_dump(source: Path, size_mb: float, seed: int) -> Path:
-    out = cache_dir("bench") / f"sort-{source.name.split('.')[0]}-{size_mb:g}MB-seed{seed}.txt"
+def make_dump(source: Path, size_mb: float, seed: int, fresh_free_ts: bool) -> Path:
+    unique = "-fresh-free-ts" if fresh_free_ts else ""
+    out = cache_dir("bench") / f"sort-{source.name.split('.')[0]}-{size_mb:g}MB-seed{seed}{unique}.txt"
     if not out.exists():
         tmp = out.with_suffix(".tmp")
         subprocess.run(
@@ -77,6 +78,7 @@ def make_dump(source: Path, size_mb: float, seed: int) -> Path:
                 str(size_mb),
                 "--seed",
                 str(seed),
+                *(["--fresh-free-ts"] if fresh_free_ts else []),
             ],
             check=True,
         )
@@ -90,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", type=Path, default=ROOT / "tests" / "fixtures" / "sort_po612.txt.xz")
     ap.add_argument("--size", type=float, default=244.0, help="generated dump size in MB (default 244)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fresh-free-ts", action="store_true", help="generate the worst case (see make_dump.py)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--mode", action="append", help="extra sort options to benchmark (default: default, --cull st)")
     args = ap.parse_args(argv)
 
     stock, _ = build_c_tools()
-    dump = args.dump or make_dump(args.source, args.size, args.seed)
+    dump = args.dump or make_dump(args.source, args.size, args.seed, args.fresh_free_ts)
     modes = {m: m.split() for m in args.mode} if args.mode else MODES
     pagelab = [str(ROOT / ".venv" / "bin" / "pagelab"), "sort"]
     if not Path(pagelab[0]).exists():
