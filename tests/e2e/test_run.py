@@ -13,7 +13,8 @@ import zstandard
 from pagelab.cli import main
 from pagelab.pageowner.parse import iter_records
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow]
+# kernel_build (tests/e2e/conftest.py) builds the default kernel once, before the first run needs it.
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.usefixtures("kernel_build")]
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 LEAK = 256
