@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from pagelab import testmodules
 from pagelab import workloads as wl
 from pagelab.artifacts import RunDir, default_out_dir, metadata
 from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader
-from pagelab.errors import GuestCrash, PagelabError, UsageError
+from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
 from pagelab.junit import Case, write_junit
 from pagelab.pageowner import diff as pdiff
 from pagelab.pageowner.analyse import BUILTIN_MODULE, PAGE_SIZE
@@ -152,26 +150,24 @@ def _guest_phase(
 
     s = state.settings
     options = _guest_options(GuestOptions, s, state.out.console_log)
-    t0 = time.perf_counter()
+    guest = Guest(kernel, image, options, ui)
     state.booted = False
-    guest_cm = Guest(kernel, image, options, ui)
     try:
-        guest = guest_cm.__enter__()
-    except PagelabError as err:
-        state.timings["boot"] = time.perf_counter() - t0
-        state.boot_error = str(err)
-        raise
-    state.timings["boot"] = time.perf_counter() - t0
-    state.booted = True
-    exc_info: tuple[Any, Any, Any] = (None, None, None)
-    try:
-        state.kernel_version = getattr(guest, "kernel_version", None) or state.kernel_version
+        with state.timed("boot"):
+            try:
+                guest.start()
+            except PagelabError as err:
+                state.boot_error = str(err)
+                raise
+        state.booted = True
+        state.kernel_version = guest.kernel_version or state.kernel_version
         state.guest_info.update(
-            accel=str(getattr(guest, "accel", "") or ""),
+            accel=guest.accel,
+            accel_reason=guest.accel_reason,
             memory=options.memory,
             cpus=options.cpus,
             append=list(options.append),
-            boot_timings=_jsonable(getattr(guest, "timings", {})),
+            boot_timings={k: round(v, 3) for k, v in guest.timings.items()},
         )
         for src, dst in _uploads(s):
             guest.upload(src, dst)
@@ -179,23 +175,13 @@ def _guest_phase(
             path = guest.upload(ko, f"/root/modules/{ko.name}")
             res = guest.run(f"insmod {path}", timeout=60)
             if res.status != 0:
-                guest.check_crash()
-                raise UsageError(f"insmod {name}: {(res.stderr or res.stdout).strip()}")
-        collector = Collector(guest, state.out.snapshots, ui, readers=s.readers)
-        with collector:
+                raise InfraError(f"insmod {name} in the guest failed: {(res.stderr or res.stdout).strip()}")
+        with Collector(guest, state.out.snapshots, ui, readers=s.readers) as collector:
             _iterations(state, ui, guest, collector, workloads)
         guest.check_crash()
-    except BaseException:
-        exc_info = sys.exc_info()
-        raise
     finally:
-        t2 = time.perf_counter()
-        try:
-            guest_cm.__exit__(*exc_info)
-        finally:
-            state.timings["shutdown"] = time.perf_counter() - t2
-            log = getattr(guest_cm, "console_log", None)
-            _copy_console(log, state.out.console_log)
+        with state.timed("shutdown"):
+            guest.close()
 
 
 def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workloads: list[wl.Workload]) -> None:
@@ -233,18 +219,6 @@ def smp_sockets(options: Any) -> None:
     lists one processor per socket, so plain ``-smp N`` boots one CPU. QEMU merges repeated ``-smp``."""
     if options.cpus > 1 and not any("sockets=" in a for a in options.qemu_args):
         options.qemu_args += ["-smp", f"{options.cpus},sockets={options.cpus}"]
-
-
-def _copy_console(log: Any, dest: Path) -> None:
-    if log is None:
-        return
-    src = Path(log) if not callable(log) else None
-    if src is not None and src.is_file() and src.resolve() != dest.resolve():
-        shutil.copyfile(src, dest)
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 # -- report -------------------------------------------------------------------------------------------
