@@ -128,7 +128,9 @@ class ConsoleWatcher:
         return self
 
     def _run(self) -> None:
-        patterns = [re.compile(r"[^\n]*\n"), pexpect.EOF, pexpect.TIMEOUT]
+        # A line, or 4 KiB without a newline (junk must not grow the buffer). Anchored at the buffer's
+        # start, which is always a line start, so a long pending line is never rescanned from every offset.
+        patterns = [re.compile(r"\A(?:[^\n]{0,4095}\n|[^\n]{4096})"), pexpect.EOF, pexpect.TIMEOUT]
         try:
             while True:
                 index = self._child.expect_list(patterns, timeout=0.5)

@@ -148,3 +148,9 @@ def test_watcher_thread_is_a_daemon_so_it_never_blocks_exit(tmp_path: Path) -> N
     watcher.eof.wait(5)
     watcher.join()
     os.close(r)
+
+
+def test_a_newline_free_flood_is_cut_into_lines_and_the_watcher_keeps_up(tmp_path: Path) -> None:
+    w = _feed("x" * 100_000 + "\nKernel panic - not syncing: after junk\n", tmp_path)
+    assert max(len(line) for line in w.tail(100)) <= 4096
+    assert [c.kind for c in w.crashes] == ["panic"]
