@@ -41,13 +41,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Resolved before any fork: the child of a threaded parent should not dlopen (its locks may be held).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent(parent: int) -> None:
     """preexec_fn: SIGKILL QEMU when pagelab dies, even by SIGKILL (the kernel sends it, not us).
 
     PR_SET_PDEATHSIG fires when the *thread* that forked exits, so launch from a long-lived thread.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # pagelab died between fork and prctl
         os._exit(1)
 
