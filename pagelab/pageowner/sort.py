@@ -24,7 +24,10 @@ import contextlib
 import functools
 import operator
 import os
+import pickle
 import re
+import resource
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -165,6 +168,7 @@ class _Reader:
         self._stack_lines: dict[bytes, int] = {}  # stack text -> its number of lines, or 0 if unusable
         self._stacks: dict[bytes, bytes] = {}  # interned stack texts: high-cardinality dumps share them
         self._binary = False  # a NUL byte was read: only the exact reader (which reports it) from then on
+        self.max_distinct: int | None = None  # a worker gives up beyond this (see _Worker)
 
     # ---- the stream ---------------------------------------------------------------------------
     def feed_stream(self, stream: BinaryIO, progress: Iterator[None] | None = None) -> None:
@@ -226,6 +230,22 @@ class _Reader:
             return
         self._slow((PREFIX if consumed_prefix else b"") + rest, eof=True)
 
+    def merge(self, records: dict[Key, int], first_ts: dict[Key, bytes] | None, stats: ReadStats) -> None:
+        """Append another reader's counts (of the records that follow this reader's)."""
+        mine = self.records
+        for key, count in records.items():
+            header, stack, pclass, override = key
+            if stack is not None:
+                stack = self._stacks.setdefault(stack, stack)
+            canon: Key = (header, stack, pclass, override)
+            previous = mine.get(canon)
+            mine[canon] = count if previous is None else previous + count
+            if previous is None and first_ts is not None and self.first_ts is not None:
+                self.first_ts[canon] = first_ts[key]
+        self.stats.records += stats.records
+        self.stats.slow_segments += stats.slow_segments
+        self.stats.unterminated = stats.unterminated
+
     # ---- fast path ----------------------------------------------------------------------------
     def _fast(self, pieces: list[bytes]) -> bool:
         """Count records given as their text after PREFIX up to (not including) the blank line.
@@ -267,6 +287,8 @@ class _Reader:
                 self.first_ts[canon] = local_ts[key]  # type: ignore[index]
         self.lineno += lines
         self.stats.records += len(pieces)
+        if self.max_distinct is not None and len(records) > self.max_distinct:
+            raise _GiveUp
         return True
 
     def _stripped_header_ok(self, head: bytes, tail: bytes) -> bool:
@@ -605,12 +627,17 @@ class SortResult:
     distinct: int
     entries: list[Entry]
     stats: ReadStats
+    worker_peak_rss_kib: int | None = None
 
 
-def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int | None = None) -> SortResult:
-    """Read a dump from ``stream`` and compute page_owner_sort's entries. Raises InputError."""
+def _new_reader(name: str, opts: SortOptions) -> _Reader:
     keep_first_ts = opts.strip_ts and any(k == "ts" for k, _ in opts.sort_keys)
-    reader = _Reader(name, opts.strip_ts, keep_first_ts)
+    return _Reader(name, opts.strip_ts, keep_first_ts)
+
+
+@contextlib.contextmanager
+def _progress(ui: UI, name: str, total: int | None) -> Iterator[Iterator[None]]:
+    """A generator to advance once per chunk read, driving a progress bar."""
     with ui.progress(f"reading {name}", total=total) as task:
 
         def tick() -> Iterator[None]:
@@ -620,7 +647,59 @@ def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int
                 done += _CHUNK
                 task.update(completed=min(done, total) if total else done)
 
-        reader.feed_stream(stream, tick())
+        yield tick()
+
+
+def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int | None = None) -> SortResult:
+    """Read a dump from ``stream`` and compute page_owner_sort's entries. Raises InputError."""
+    reader = _new_reader(name, opts)
+    with _progress(ui, name, total) as tick:
+        reader.feed_stream(stream, tick)
+    return _finish(reader, name, opts, ui)
+
+
+def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
+    """Like sort_dump for a path ('-' is stdin). A large plain file is read as two halves by two processes.
+
+    Raises InputError.
+    """
+    name = display_name(path)
+    total = None
+    with contextlib.suppress(OSError):
+        if path != "-":
+            total = os.stat(path).st_size or None
+    start = _split_point(path, total) if total and total >= _PARALLEL_MIN and _jobs() > 1 else None
+    if start is None:
+        with open_input(path) as stream:
+            return sort_dump(stream, name, opts, ui, total)
+    reader = _new_reader(name, opts)
+    worker = _Worker(path, start, reader)
+    try:
+        with _progress(ui, name, start) as tick, open(path, "rb") as f:
+            reader.feed_stream(_Head(f, start), tick)
+        payload = worker.result()
+    finally:
+        worker.close()
+    if payload is None:
+        # The second half holds something only the sequential exact reader gets right (or the
+        # worker gave up): read it here, with the first half's state and line numbers.
+        with open(path, "rb") as f:
+            f.seek(start)
+            reader.feed_stream(f)
+    else:
+        reader.merge(*payload[:3])
+    result = _finish(reader, name, opts, ui)
+    if payload is not None:
+        result.worker_peak_rss_kib = payload[3]
+        if opts.debug:
+            here = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            ui.info(f"debug: two processes, peak RSS {here // 1024} MiB + worker {payload[3] // 1024} MiB")
+    elif opts.debug:
+        ui.info("debug: the second half was read here (the worker's reader could not take it alone)")
+    return result
+
+
+def _finish(reader: _Reader, name: str, opts: SortOptions, ui: UI) -> SortResult:
     if reader.stats.records == 0:
         raise InputError(name, "no page_owner records ('Page allocated via order …' blocks) found")
     if reader.stats.unterminated:
@@ -633,6 +712,105 @@ def sort_dump(stream: BinaryIO, name: str, opts: SortOptions, ui: UI, total: int
             f"{reader.stats.slow_segments} segment(s) read by the exact line reader"
         )
     return SortResult(reader.stats.records, distinct, entries, reader.stats)
+
+
+# -- two processes ----------------------------------------------------------------------------------
+_PARALLEL_MIN = 32 << 20  # smaller files: a second process costs more than it saves
+_WORKER_MAX_DISTINCT = 100_000  # beyond this a worker's result costs too much memory to hand over
+
+
+class _GiveUp(Exception):
+    """A worker stops: its half is better read by the parent."""
+
+
+def _jobs() -> int:
+    """Processes for one sort: 2 on a multi-core machine; PAGELAB_SORT_JOBS=1 forces one."""
+    if os.environ.get("PAGELAB_SORT_JOBS") == "1":
+        return 1
+    return 2 if (os.cpu_count() or 1) > 1 else 1
+
+
+def _split_point(path: str, size: int) -> int | None:
+    """Offset of a record start near the middle of a plain (uncompressed, LF) dump, or None."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(PREFIX)) != PREFIX:
+                return None  # compressed, CRLF-free check below, or not a dump: one process decides
+            f.seek(size // 2)
+            window = f.read(1 << 20)
+    except OSError:
+        return None
+    i = window.find(_REC)
+    return None if i < 0 else size // 2 + i + 2
+
+
+class _Head:
+    """The first ``limit`` bytes of a binary file."""
+
+    def __init__(self, f: BinaryIO, limit: int) -> None:
+        self._f = f
+        self._left = limit
+
+    def read(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._f.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+
+class _Worker:
+    """A forked process counting the distinct records of ``path`` from ``start`` to the end.
+
+    Its result is None unless its half was read by the fast path alone (the exact reader needs the
+    state and line numbers of the first half); the parent then reads that half itself.
+    """
+
+    def __init__(self, path: str, start: int, like: _Reader) -> None:
+        read_fd, write_fd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the worker: never returns
+            os.close(read_fd)
+            self._run(path, start, like, write_fd)
+        os.close(write_fd)
+        self._pipe = os.fdopen(read_fd, "rb")
+
+    @staticmethod
+    def _run(path: str, start: int, like: _Reader, write_fd: int) -> None:
+        code = 0
+        try:
+            payload = None
+            reader = _Reader(like.name, like.strip, like.first_ts is not None)
+            reader.max_distinct = _WORKER_MAX_DISTINCT
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    reader.feed_stream(f)
+                if not reader.stats.slow_segments:
+                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    payload = (reader.records, reader.first_ts, reader.stats, peak)
+            except (_GiveUp, InputError):
+                pass
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+
+    def result(self) -> tuple | None:
+        """The worker's (records, first_ts, stats, peak RSS KiB), or None."""
+        try:
+            return pickle.load(self._pipe)
+        except Exception:  # the worker died: its half is read again
+            return None
+
+    def close(self) -> None:
+        self._pipe.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)  # only if the parent failed first; it has exited otherwise
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
 
 
 def _check_output(path: str) -> None:
@@ -656,13 +834,7 @@ def run(opts: SortOptions, ui: UI) -> SortResult:
     for note in opts.notes:
         ui.warn(note)
     _check_output(opts.output)
-    name = display_name(opts.input)
-    total = None
-    with contextlib.suppress(OSError):
-        if opts.input != "-":
-            total = os.stat(opts.input).st_size or None
-    with open_input(opts.input) as stream:
-        result = sort_dump(stream, name, opts, ui, total)
+    result = sort_file(opts.input, opts, ui)
     if opts.output == "-":
         write_entries(sys.stdout.buffer, result.entries, opts)
         sys.stdout.buffer.flush()

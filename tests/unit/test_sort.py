@@ -315,3 +315,36 @@ def test_benchmark_dumps_replay_records_deterministically(c_tool, tmp_path):
     assert len(set(pfns)) == 3000  # every record has its own PFN
     for data, args in ((first, ["--cull", "st"]), (generate(1, fresh=True), [])):
         assert our_output(args, data, tmp_path) == c_output(c_tool, args, data, tmp_path)
+
+
+# -- two processes over file halves -------------------------------------------------------------------------
+@pytest.mark.parametrize("fixture", ["sort_po61.txt.xz", "sort_edge61.txt.xz", "sort_po612.txt.xz"])
+@pytest.mark.parametrize("args", [[], ["--cull", "st"], ["-a", "--cull", "p,ator"], ["--sort", "n,at"]], ids=" ".join)
+def test_two_processes_give_the_same_output(c_tool, tmp_path, monkeypatch, capsys, fixture, args):
+    data = _dump(fixture)
+    expected = our_output(args, data, tmp_path)  # small files: one process
+    monkeypatch.setattr(sortmod, "_PARALLEL_MIN", 0)
+    capsys.readouterr()
+    assert our_output(["-d", *args], data, tmp_path) == expected
+    assert "debug: two processes" in capsys.readouterr().err
+    if "--sort" not in args:
+        assert expected == c_output(c_tool, args, data, tmp_path)
+
+
+@pytest.mark.parametrize("why", ["odd records in the second half", "too many distinct records"])
+def test_second_half_falls_back_to_the_parent(c_tool, tmp_path, monkeypatch, capsys, why):
+    data = _dump("sort_edge612.txt.xz") + _dump("sort_odd612.txt.xz")  # the odd records need the exact reader
+    monkeypatch.setattr(sortmod, "_PARALLEL_MIN", 0)
+    if why == "too many distinct records":
+        data = _dump("sort_odd612.txt.xz") + _dump("sort_edge61.txt.xz")
+        monkeypatch.setattr(sortmod, "_WORKER_MAX_DISTINCT", 3)
+    capsys.readouterr()
+    assert our_output(["-d", "--cull", "st,p"], data, tmp_path) == c_output(c_tool, ["--cull", "st,p"], data, tmp_path)
+    assert "the second half was read here" in capsys.readouterr().err
+
+
+def test_one_process_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sortmod, "_PARALLEL_MIN", 0)
+    monkeypatch.setenv("PAGELAB_SORT_JOBS", "1")
+    our_output(["-d"], _dump("sort_po61.txt.xz"), tmp_path)
+    assert "two processes" not in capsys.readouterr().err
