@@ -498,9 +498,9 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
                     m = _PROGRESS_LINE.match(line)
                     if m:
                         count += 1
-                        if estimate is not None and count > estimate:
-                            estimate = None  # the estimate was low: switch to a plain count
-                            task.update(total=None)
+                        if estimate is not None and count >= estimate:
+                            estimate = int(count * 1.2) + 5  # the estimate was low: keep the bar moving
+                            task.update(total=estimate)
                         task.update(completed=count, description=f"compiling {m.group(2)[-40:]:<40}")
             rc = proc.wait()
         finally:
