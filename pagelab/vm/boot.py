@@ -65,6 +65,13 @@ def boot_from_args(args: argparse.Namespace, ui: UI, stdout: BinaryIO, stderr: B
     command = command_line(list(getattr(args, "cmd", None) or []))
 
     modules_dir = None
+    build_flags = [
+        flag
+        for flag, value in (("--kernel-src", "kernel_src"), ("--base", "base"), ("--fragment", "fragment"))
+        if getattr(args, value, None)
+    ]
+    if getattr(args, "kernel", None) and build_flags:
+        raise UsageError(f"--kernel boots a ready bzImage: {', '.join(build_flags)} would be ignored")
     if getattr(args, "kernel", None):
         kernel: object = Path(args.kernel)
         if not Path(args.kernel).is_file():

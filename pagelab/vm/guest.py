@@ -34,7 +34,7 @@ from pagelab.vm.qemu import (
     parse_memory,
     save_verdict,
 )
-from pagelab.vm.ssh import CommandResult, Sink, SSHSession
+from pagelab.vm.ssh import CommandResult, HostKeyMismatch, Sink, SSHSession
 
 PORT_ATTEMPTS = 8
 
@@ -89,6 +89,7 @@ class GuestOptions:
                 append.extend(shlex.split(item))
             except ValueError as err:
                 raise UsageError(f"--append {item!r}: {err}") from None
+
         def given(name: str, default: Any) -> Any:
             value = getattr(args, name, None)
             return default if value is None else value
@@ -327,7 +328,12 @@ class Guest:
         gateway = HOST_GATEWAY if self.options.direct_streams else None
         ssh = SSHSession(machine.config.ssh_port, self.keys, check=self._check_alive, direct_gateway=gateway)
         remaining = max(5.0, machine.started_at + self._boot_timeout() - time.monotonic())
-        ssh.connect(timeout=remaining)
+        try:
+            ssh.connect(timeout=remaining)
+        except HostKeyMismatch:
+            raise
+        except InfraError as err:
+            raise BootTimeout(str(err), console.tail(15)) from None
         self._ssh = ssh
         now = time.monotonic()
         t_init = console.times.get("init", now)

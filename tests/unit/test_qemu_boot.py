@@ -44,6 +44,7 @@ def test_bad_upload_specs_are_usage_errors(spec: str) -> None:
         (["--upload", "nocolon"], "--upload"),
         (["--kernel", "/nonexistent/bzImage"], "not a file"),
         (["--kernel", "/etc/hostname"], "not an x86 bzImage"),
+        (["--kernel", "/etc/hostname", "--fragment", "x.config"], "--fragment would be ignored"),
     ],
 )
 def test_boot_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
