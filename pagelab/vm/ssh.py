@@ -127,6 +127,12 @@ class SSHSession:
                     f"guest SSH host key {err.key.get_fingerprint().hex()} is not the pinned key "
                     f"{err.expected_key.get_fingerprint().hex()} ({self.keys.directory}): refusing to connect"
                 ) from None
+            except paramiko.AuthenticationException as err:
+                client.close()
+                raise InfraError(
+                    f"guest refused pagelab's client key {self.keys.client_key} ({err}): "
+                    "was the image built with other keys?"
+                ) from None
             except (paramiko.SSHException, OSError, EOFError) as err:
                 # QEMU's forward accepts before the guest listens: resets and EOFs are expected early.
                 client.close()

@@ -246,6 +246,19 @@ def test_a_wrong_host_key_is_refused(guest: Guest, tmp_path: Path) -> None:
     session.close()
 
 
+def test_a_client_key_the_guest_does_not_know_is_refused_at_once(guest: Guest, tmp_path: Path) -> None:
+    from pagelab.errors import InfraError
+
+    real = ensure_keys()
+    other = ensure_keys(tmp_path / "other-keys")
+    stranger = type(real)(real.directory, other.client_key, other.client_public, real.host_key, real.host_public)
+    assert guest.ssh_port is not None
+    session = SSHSession(guest.ssh_port, stranger)
+    with pytest.raises(InfraError, match="guest refused pagelab's client key"):
+        session.connect(timeout=60)
+    session.close()
+
+
 def test_check_crash_is_quiet_on_a_healthy_guest(guest: Guest) -> None:
     guest.check_crash()
     assert guest.crashes == []
