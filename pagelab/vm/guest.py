@@ -410,6 +410,24 @@ class Guest:
             return m.console.kernel_release
         return self._built_version or bzimage_version(self.bzimage)
 
+    def status(self) -> str:
+        """QEMU's run state from QMP ``query-status``: running, paused, guest-panicked, shutdown, …
+
+        Raises InfraError when QEMU is not running or does not answer.
+        """
+        m = self._machine
+        if m is None or not m.alive():
+            raise InfraError("guest is not running")
+        try:
+            return str(m.qmp.execute("query-status")["status"])
+        except Exception as err:  # qemu.qmp errors, timeouts, a closed socket
+            raise InfraError(f"QMP query-status failed: {err}") from None
+
+    @property
+    def qmp_events(self) -> list[dict[str, Any]]:
+        """QMP events received so far (``{"event": "GUEST_PANICKED", "data": …, "timestamp": …}``)."""
+        return list(self._machine.qmp.events) if self._machine is not None else []
+
     @property
     def ssh_port(self) -> int | None:
         return self._machine.config.ssh_port if self._machine is not None else None

@@ -260,6 +260,7 @@ def test_a_client_key_the_guest_does_not_know_is_refused_at_once(guest: Guest, t
 
 
 def test_check_crash_is_quiet_on_a_healthy_guest(guest: Guest) -> None:
+    assert guest.status() == "running"  # QMP query-status
     guest.check_crash()
     assert guest.crashes == []
 
@@ -305,3 +306,18 @@ def test_boot_without_a_command_opens_an_interactive_shell_with_the_terminal_siz
     finally:
         child.close()
     assert child.exitstatus == 5
+
+
+def test_a_panic_raises_guest_crash_and_qemu_reports_it_over_qmp(kernel_build: BuildResult, guest_image: Path) -> None:
+    from pagelab.errors import GuestCrash
+
+    with Guest(kernel_build, guest_image, GuestOptions(), UI(plain=True, quiet=True)) as g:
+        with pytest.raises(GuestCrash) as info:
+            g.run("echo c > /proc/sysrq-trigger", timeout=60)
+        assert (info.value.kind, info.value.title) == ("panic", "sysrq triggered crash")
+        # pvpanic: QEMU got GUEST_PANICKED and paused the guest (-action panic=pause).
+        deadline = time.monotonic() + 10
+        while "GUEST_PANICKED" not in [e["event"] for e in g.qmp_events] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "GUEST_PANICKED" in [e["event"] for e in g.qmp_events]
+        assert g.status() == "guest-panicked"
