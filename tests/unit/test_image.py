@@ -176,3 +176,19 @@ def test_build_image_includes_stress_ng_and_its_libraries_when_installed(cache: 
     assert "bin/stress-ng" in names
     for lib in library_closure(Path(stress)):
         assert lib.as_posix().lstrip("/") in names
+
+
+def test_guest_init_parses_with_busybox_sh() -> None:
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    proc = subprocess.run([busybox, "sh", "-n", str(image.INIT_SCRIPT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_guest_init_prints_the_lines_the_console_watcher_expects() -> None:
+    from pagelab.vm.console import INIT_LINE, READY_LINE
+
+    text = image.INIT_SCRIPT.read_text()
+    init_echo = 'echo "pagelab: init started uptime=1.25"'
+    ready_echo = 'echo "pagelab: ready uptime=1.25 kernel=6.12.0"'
+    assert 'echo "pagelab: init started uptime=$up"' in text and INIT_LINE.match(init_echo[6:-1])
+    assert 'echo "pagelab: ready uptime=$up kernel=$(uname -r)"' in text and READY_LINE.match(ready_echo[6:-1])
