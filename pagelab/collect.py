@@ -42,6 +42,10 @@ READER_GUEST_PATH = "/usr/bin/po-read"
 # Several ranges per reader: they are handed out as readers free up, so an uneven spread of allocated
 # pages over the PFN space does not leave one vCPU reading alone at the end.
 RANGES_PER_READER = 4
+# Two readers per vCPU: a reader alternates between the kernel formatting records (po-read) and
+# dropbear encrypting them; with one reader per vCPU each vCPU idles while its reader waits on the
+# other half (measured: 2 vCPUs, TCG, 129 MB dump: 2 readers 32.4 s, 4 readers 27.9 s).
+READERS_PER_CPU = 2
 ZSTD_LEVEL = 3
 
 Sink = Callable[[bytes], None]
@@ -528,7 +532,9 @@ class Collector:
     def plan(self) -> tuple[int, list[tuple[int, int | None]]]:
         """How many readers, and which PFN ranges (one range and ``cat`` without po-read)."""
         mem = self.memory
-        readers = self._readers or mem.cpus
+        readers = self._readers or mem.cpus * READERS_PER_CPU
+        if mem.cpus <= 1 and not self._readers:
+            readers = 1  # one vCPU: parallel reads only add SSH channels
         if readers <= 1 or not mem.has_reader:
             return 1, [(0, None)]
         return readers, split_ranges(mem.spans, readers * RANGES_PER_READER)

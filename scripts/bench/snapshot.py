@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--accel", default="auto")
     ap.add_argument("--fill-mib", type=int, default=1536)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--readers", type=int, action="append", help="reader counts to try (default: one per vCPU)")
     args = ap.parse_args()
     ui = UI(plain=True)
 
@@ -67,28 +68,35 @@ def main() -> int:
             assert status == 0
             rows.append(("`cat` over ssh into a host file", raw.stat().st_size, None, cat_s))
             raw.unlink()
-            ui.step(f"round {r + 1}: pagelab collector")
-            collector = Collector(guest, Path(tmp) / f"snap-{r}", ui)
-            taken = collector.take("bench")
-            rows.append(
-                (
-                    f"pagelab collect ({taken.readers} readers, {taken.ranges} ranges, zstd + parse)",
-                    taken.bytes,
-                    taken.snapshot.records,
-                    taken.seconds,
+            for readers in args.readers or [None]:
+                ui.step(f"round {r + 1}: pagelab collector")
+                with Collector(guest, Path(tmp) / f"snap-{r}-{readers}", ui, readers=readers) as collector:
+                    taken = collector.take("bench")
+                rows.append(
+                    (
+                        f"pagelab collect ({taken.readers} readers, {taken.ranges} ranges, zstd + parse)",
+                        taken.bytes,
+                        taken.snapshot.records,
+                        taken.seconds,
+                    )
                 )
-            )
         kver = guest.kernel_version
         accel = guest.accel
 
-    base = min(s for name, _, _, s in rows if name.startswith("`cat`"))
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nSnapshot of page_owner — {platform.node()} ({os.cpu_count()} host cores), {time.strftime('%Y-%m-%d')}")
-    print(f"guest: {kver}, {accel}, {args.memory}, {cpus} vCPUs online, after writing {args.fill_mib} MiB to tmpfs\n")
-    print("| method | dump MB | records | seconds | MB/s | speed-up vs cat |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"guest: {kver}, {accel}, {args.memory}, {cpus} vCPUs online, after writing {args.fill_mib} MiB to tmpfs")
+    print(f"host load average at the end (1/5/15 min): {load}\n")
+    print("| round | method | dump MB | records | seconds | MB/s | speed-up vs this round's cat |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    rnd, base = 0, 0.0
     for name, size, records, secs in rows:
+        if name.startswith("`cat`"):
+            rnd, base = rnd + 1, secs
         rec = f"{records:,}" if records is not None else "–"
-        print(f"| {name} | {size / 1e6:.1f} | {rec} | {secs:.1f} | {size / 1e6 / secs:.2f} | {base / secs:.2f}× |")
+        print(
+            f"| {rnd} | {name} | {size / 1e6:.1f} | {rec} | {secs:.1f} | {size / 1e6 / secs:.2f} | {base / secs:.2f}× |"
+        )
     return 0
 
 
