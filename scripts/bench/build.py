@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `pagelab build`: cold, warm no-op and incremental, each beside a plain-make baseline.
 
-Usage: .venv/bin/python scripts/bench/build.py [--jobs N] [--skip-baseline-cold] [--keep]
+Usage: .venv/bin/python scripts/bench/build.py [--jobs N] [--extras kmemleak,memcg] [--skip-baseline-cold] [--keep]
 
 Runs in a private cache ($XDG_CACHE_HOME pointed at a temp dir) so "cold" is really cold
 (unpacking the Debian tarball included). Prints a markdown table for BENCHMARKS.md.
@@ -11,7 +11,8 @@ Rows:
   (make tinyconfig, merge_config.sh -m, make olddefconfig, make -jN bzImage modules).
 - warm no-op: the same `pagelab build` again (a cache hit); baseline: `make -jN bzImage modules`
   in the built tree (what a build system without a result cache has to run).
-- incremental: `--fragment kconfigs/extras/memcg.config`; baseline: the cold build above.
+- + extras: `--fragment kconfigs/extras/X.config`, one at a time (each after the previous one);
+  baseline: the cold build above. Then the default config again (a cache hit: nothing is rebuilt).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -31,10 +33,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGELAB = [sys.executable, "-m", "pagelab"]
 
 
+CPU = {"seconds": 0.0}  # CPU seconds (user+sys) of the last timed() call's process tree
+
+
 def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, str]:
+    """Run ``cmd``; return wall seconds and stdout, and leave its process tree's CPU time in CPU."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return seconds, proc.stdout
@@ -51,28 +60,30 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-baseline-cold", action="store_true", help="skip the hand-made cold build")
     ap.add_argument("--keep", action="store_true", help="keep the private cache")
+    ap.add_argument("--extras", default="kmemleak,memcg", help="extras fragments added one at a time")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="pagelab-bench-build-"))
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp / "cache"))
     jobs = f"--jobs={args.jobs}"
     rows: list[tuple[str, str, str, str]] = []
+
+    def pagelab_build(*fragments: str) -> tuple[float, dict, dict]:
+        cmd = [*PAGELAB, "build", "--json", jobs]
+        for frag in fragments:
+            cmd += ["--fragment", str(ROOT / "kconfigs" / "extras" / f"{frag}.config")]
+        seconds, out = timed(cmd, env)
+        result = json.loads(out)
+        return seconds, result, json.loads(Path(result["metadata"]).read_text())
+
+    def cpu() -> str:
+        return f", {fmt(CPU['seconds'])} CPU"
+
     try:
-        cold_s, out = timed([*PAGELAB, "build", "--json", jobs], env)
-        cold = json.loads(out)
-        meta = json.loads(Path(cold["metadata"]).read_text())
+        load_start = os.getloadavg()[0]
+        cold_s, cold, meta = pagelab_build()
+        cold_cpu = cpu()
         tree = meta["source"]["tree"]
-
-        warm_s, out = timed([*PAGELAB, "build", "--json", jobs], env)
-        assert json.loads(out)["cached"] is True
-        noop_make_s, _ = timed(
-            ["make", "-C", tree, f"O={cold['build_dir']}", f"-j{args.jobs}", "bzImage", "modules"], env
-        )
-
-        memcg = str(ROOT / "kconfigs" / "extras" / "memcg.config")
-        incr_s, out = timed([*PAGELAB, "build", "--json", jobs, "--fragment", memcg], env)
-        incr = json.loads(out)
-
         base_s = None
         if not args.skip_baseline_cold:
             obj = tmp / "baseline-obj"
@@ -81,29 +92,30 @@ def main() -> None:
             timed(["make", "-C", tree, f"O={obj}", "tinyconfig"], env)
             base = tmp / "tiny.config"
             shutil.copy(obj / ".config", base)
-            timed(
-                [f"{tree}/scripts/kconfig/merge_config.sh", "-m", "-O", str(obj), str(base), *frags],
-                env,
-                cwd=Path(tree),
-            )
+            merge = f"{tree}/scripts/kconfig/merge_config.sh"
+            timed([merge, "-m", "-O", str(obj), str(base), *frags], env, cwd=Path(tree))
             timed(["make", "-C", tree, f"O={obj}", "olddefconfig"], env)
             timed(["make", "-C", tree, f"O={obj}", f"-j{args.jobs}", "bzImage", "modules"], env)
             base_s = time.monotonic() - t0
+            base_cpu = cpu()  # the compile dominates; kconfig steps are a few seconds
+            shutil.rmtree(obj, ignore_errors=True)
+        cold_base = f"{fmt(base_s)}{base_cpu}" if base_s else "skipped"
+        cold_row = f"{fmt(cold_s)}{cold_cpu} ({meta['objects']} lines)"
+        rows.append(("cold, default config", cold_row, cold_base, "the same steps by hand (no unpacking)"))
 
-        unpack = "incl. unpacking the tarball"
-        rows.append(
-            ("cold, default config", fmt(cold_s), fmt(base_s) if base_s else "skipped", f"by hand ({unpack} not)")
-        )
-        rows.append(("warm no-op (cache hit)", fmt(warm_s), fmt(noop_make_s), "`make bzImage modules` no-op"))
-        incr_meta = json.loads(Path(incr["metadata"]).read_text())
-        rows.append(
-            (
-                "incremental, + extras/memcg.config",
-                f"{fmt(incr_s)} ({incr_meta['objects']} objects)",
-                f"{fmt(base_s)} ({meta['objects']} objects)" if base_s else f"{meta['objects']} objects cold",
-                "cold build",
-            )
-        )
+        warm_s, warm, _ = pagelab_build()
+        assert warm["cached"] is True
+        make_j = ["make", "-C", tree, f"-j{args.jobs}", "bzImage", "modules"]
+        noop_s, _ = timed([*make_j, f"O={cold['build_dir']}"], env)
+        rows.append(("warm no-op (cache hit)", fmt(warm_s), fmt(noop_s), "`make bzImage modules`, nothing to do"))
+
+        for extra in args.extras.split(","):
+            incr_s, _, incr_meta = pagelab_build(extra)
+            row = f"{fmt(incr_s)}{cpu()} ({incr_meta['objects']} lines)"
+            rows.append((f"+ extras/{extra}.config", row, cold_base, "cold build by hand"))
+
+        back_s, back, _ = pagelab_build()
+        rows.append(("back to the default config", fmt(back_s) + (" (cache hit)" if back["cached"] else ""), "", ""))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -113,7 +125,10 @@ def main() -> None:
     print(
         f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, jobs {args.jobs}, kernel {cold['kernel_version']},"
     )
-    print(f"compiler {meta['compiler']}; load average at the end: {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"compiler {meta['compiler']}; load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end\n"
+    )
     print("| scenario | pagelab build | baseline | baseline is |")
     print("|---|---|---|---|")
     for row in rows:

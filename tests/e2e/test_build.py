@@ -48,6 +48,7 @@ def drop_entry(build_dir: Path) -> None:
     entry = build_dir.parent
     assert entry.parent.parent.name == "builds", entry
     shutil.rmtree(entry, ignore_errors=True)
+    entry.with_name(f"{entry.name}.lock").unlink(missing_ok=True)
 
 
 # -- the default kernel --------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def test_interrupted_build_leaves_no_valid_entry(default_kernel: BuildResult, tm
     frag = fragment(tmp_path, 'CONFIG_LOCALVERSION="-pagelab-interrupted"\n')
     groups = default_kernel.build_dir.parent.parent
     before = {p.name for p in groups.iterdir()}
-    proc = subprocess.Popen([*PAGELAB, "build", "--fragment", frag], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*PAGELAB, "build", "--fragment", frag], stderr=subprocess.DEVNULL)
 
     def compiling() -> bool:
         new = [p for p in groups.iterdir() if p.name not in before and (p / "build.log").is_file()]
@@ -211,7 +212,7 @@ def test_interrupted_build_leaves_no_valid_entry(default_kernel: BuildResult, tm
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    (entry,) = [p for p in groups.iterdir() if p.name not in before and p.is_dir()]
+    (entry,) = [p for p in groups.iterdir() if p.name not in before and p.is_dir() and not p.name.startswith("work-")]
     assert not (entry / "metadata.json").exists()
     assert _make_processes(groups) == []
     drop_entry(entry / "obj")
@@ -226,7 +227,7 @@ def _make_processes(group: Path) -> list[int]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if f"O={group}/work-".encode() in cmd and b"make" in cmd:
+            if f"{group}/work-".encode() in cmd and cmd.startswith(b"make"):
                 out.append(int(pid))
     return out
 
