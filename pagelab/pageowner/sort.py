@@ -15,7 +15,10 @@ counter holds. Records that do not have the usual shape (or chunks that contain 
 go through an exact, line-by-line emulation of the C reader instead; the fast path checks every new
 distinct key so that it only ever takes records for which both paths agree.
 
-Public API: ``run(options, ui)``, ``sort_dump(stream, name, options, ui)``, ``write_entries``.
+A large plain file is read as two halves by two processes (``_Worker``), merged in file order.
+
+Public API: ``run(options, ui)``, ``sort_file(path, options, ui)``, ``sort_dump(stream, name, options, ui)``,
+``format_entries``/``write_entries``.
 """
 
 from __future__ import annotations
