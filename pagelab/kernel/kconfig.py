@@ -447,11 +447,14 @@ def verify(wanted: Mapping[str, Setting], final: Mapping[str, str], index_loader
     something did not land (parsing every Kconfig file takes a moment).
     """
     missed = [s for sym, s in wanted.items() if not _same(s.value, final.get(sym, "n"))]
-    if not missed:
+    # "not set" is also what a misspelt symbol looks like: those absent from .config need the index.
+    absent = [s for sym, s in wanted.items() if s.value == "n" and sym not in final]
+    if not missed and not absent:
         return []
     index: KconfigIndex = index_loader() if callable(index_loader) else KconfigIndex()
+    missed += [s for s in absent if not index.exists(s.symbol)]
     out = []
-    for s in missed:
+    for s in sorted(missed, key=lambda s: (s.source, s.line)):
         got = final.get(s.symbol, "n")
         exists = index.exists(s.symbol) or s.symbol in final
         out.append(Mismatch(s, got, exists, tuple(_reasons(s, got, final, index))))

@@ -155,6 +155,12 @@ def test_verify_names_unknown_symbols_as_such(tree: Path) -> None:
     assert "CONFIG_NO_SUCH (frag.config:1): no such symbol" in miss.explain()
 
 
+def test_verify_names_unknown_symbols_asked_to_be_off(tree: Path) -> None:
+    wanted = {"NO_SUCH": setting("NO_SUCH", "n"), "GATED": setting("GATED", "n")}
+    (miss,) = kconfig.verify(wanted, {}, lambda: kconfig.load_index(tree))
+    assert miss.setting.symbol == "NO_SUCH" and "no such symbol" in miss.explain()
+
+
 def test_verify_explains_symbols_without_a_prompt(tree: Path) -> None:
     (miss,) = kconfig.verify({"HIDDEN": setting("HIDDEN", "y")}, {}, lambda: kconfig.load_index(tree))
     assert "no prompt" in miss.explain()
@@ -165,7 +171,7 @@ def test_verify_passes_when_everything_landed_without_reading_kconfig() -> None:
         raise AssertionError("the Kconfig index is only needed to explain a failure")
 
     wanted = {"A": setting("A", "y"), "B": setting("B", "n"), "N": setting("N", "0x10")}
-    assert kconfig.verify(wanted, {"A": "y", "N": "16"}, never) == []
+    assert kconfig.verify(wanted, {"A": "y", "B": "n", "N": "16"}, never) == []
 
 
 def test_mismatch_report_lists_every_symbol(tree: Path) -> None:
