@@ -124,7 +124,8 @@ def merge(
     """
     cmd = [str(tree / "scripts" / "kconfig" / "merge_config.sh"), "-m", "-O", str(objdir), str(base_file)]
     cmd += [str(Path(f).resolve()) for f in fragments]
-    _run_logged(cmd, tree, log, "merge_config.sh")
+    # merge_config.sh makes its temporary files in the current directory: never the (read-only) source.
+    _run_logged(cmd, objdir, log, "merge_config.sh")
     run_make(tree, objdir, ["olddefconfig"], make_vars, log)
     return objdir / ".config"
 
