@@ -672,11 +672,14 @@ def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
         if path != "-":
             total = os.stat(path).st_size or None
     start = _split_point(path, total) if total and total >= _PARALLEL_MIN and _jobs() > 1 else None
-    if start is None:
+    reader = _new_reader(name, opts)
+    worker = None
+    if start is not None:
+        with contextlib.suppress(OSError):  # no fork (process limit, memory): one process does it all
+            worker = _Worker(path, start, reader)
+    if worker is None:
         with open_input(path) as stream:
             return sort_dump(stream, name, opts, ui, total)
-    reader = _new_reader(name, opts)
-    worker = _Worker(path, start, reader)
     try:
         with _progress(ui, name, start) as tick, open(path, "rb") as f:
             reader.feed_stream(_Head(f, start), tick)
@@ -771,7 +774,12 @@ class _Worker:
 
     def __init__(self, path: str, start: int, like: _Reader) -> None:
         read_fd, write_fd = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if self.pid == 0:  # the worker: never returns
             os.close(read_fd)
             self._run(path, start, like, write_fd)
