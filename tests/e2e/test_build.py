@@ -155,6 +155,13 @@ def test_debug_kernel_off_on_tinyconfig_names_the_select_that_keeps_it(tmp_path:
     assert "CONFIG_DEBUG_KERNEL" in str(err.value) and "selected by EXPERT=y" in str(err.value)
 
 
+def test_configuring_never_writes_into_the_source_tree(default_kernel: BuildResult) -> None:
+    tree = Path(json.loads(default_kernel.metadata.read_text())["source"]["tree"])
+    before = tree.stat().st_mtime_ns  # a file created and removed there (a temp file) would change it
+    configure(BuildOptions(), quiet())
+    assert tree.stat().st_mtime_ns == before
+
+
 @pytest.mark.skipif(not Path("/usr/src/linux-source-6.1.tar.xz").is_file(), reason="linux-source-6.1 not installed")
 def test_default_fragments_also_land_on_6_1() -> None:
     # The older dump format needs a 6.1 guest: the same fragments must verify there (config only).
