@@ -56,7 +56,8 @@ _FIRMWARE = re.compile(r"SeaBIOS|iPXE|Booting from|^\s*$|Press .* for boot menu|
 
 INIT_LINE = re.compile(r"^pagelab: init started uptime=(?P<uptime>[\d.]+)")
 READY_LINE = re.compile(r"^pagelab: ready uptime=(?P<uptime>[\d.]+) kernel=(?P<kernel>\S+)")
-SSHD_FAILED_LINE = re.compile(r"^pagelab: dropbear did not start")
+# guest/init's own failure reports: the boot cannot end in a usable guest.
+SETUP_FAILED_LINE = re.compile(r"^pagelab: (?P<what>dropbear did not start|network setup failed.*)")
 EXCERPT_LINES = 40
 
 
@@ -98,7 +99,7 @@ class ConsoleWatcher:
     """Read QEMU's serial output from ``fd`` in a thread: log it, find readiness and crashes.
 
     Every line goes to ``log_path``. Events (``first_output``, ``init_seen``, ``ready``, ``eof``,
-    ``crashed``) are threading.Events with host timestamps in ``times``.
+    ``crashed``, ``setup_failed``) are threading.Events with host timestamps in ``times``.
     """
 
     def __init__(self, fd: int, log_path: Path, tail_lines: int = 200) -> None:
@@ -113,7 +114,8 @@ class ConsoleWatcher:
         self.first_output = threading.Event()
         self.init_seen = threading.Event()
         self.ready = threading.Event()
-        self.sshd_failed = threading.Event()
+        self.setup_failed = threading.Event()
+        self.setup_failure = ""
         self.eof = threading.Event()
         self.crashed = threading.Event()
         self.crashes: list[Crash] = []
@@ -191,8 +193,9 @@ class ConsoleWatcher:
             self.guest_uptime["ready"] = float(m.group("uptime"))
             self.kernel_release = m.group("kernel")
             self._mark("ready", self.ready)
-        elif SSHD_FAILED_LINE.match(text):
-            self._mark("sshd_failed", self.sshd_failed)
+        elif m := SETUP_FAILED_LINE.match(text):
+            self.setup_failure = self.setup_failure or m.group("what").strip()
+            self._mark("setup_failed", self.setup_failed)
 
     def _finish_open_crash(self) -> None:
         if self._open is not None:

@@ -306,8 +306,8 @@ class Guest:
         while not console.ready.is_set():
             if console.crashed.is_set() or machine.qmp.panicked.is_set():
                 self.check_crash()
-            if console.sshd_failed.is_set():
-                raise BootTimeout("dropbear did not start in the guest", console.tail(15))
+            if console.setup_failed.is_set():
+                raise BootTimeout(f"guest set-up failed: {console.setup_failure}", console.tail(15))
             if not machine.alive():
                 console.eof.wait(2.0)
                 self.check_crash()
@@ -321,6 +321,8 @@ class Guest:
                 raise BootTimeout(f"guest not ready within {timeout:g} s ({self.accel})", console.tail(15))
             console.ready.wait(0.05)
         self.check_crash()
+        if console.setup_failed.is_set():  # init reports, then still says ready: no SSH will come
+            raise BootTimeout(f"guest set-up failed: {console.setup_failure}", console.tail(15))
 
     def _connect(self, machine: Machine) -> None:
         console = machine.console

@@ -154,3 +154,8 @@ def test_a_newline_free_flood_is_cut_into_lines_and_the_watcher_keeps_up(tmp_pat
     w = _feed("x" * 100_000 + "\nKernel panic - not syncing: after junk\n", tmp_path)
     assert max(len(line) for line in w.tail(100)) <= 4096
     assert [c.kind for c in w.crashes] == ["panic"]
+
+
+def test_init_failure_reports_are_recognised(tmp_path: Path) -> None:
+    w = _feed("pagelab: init started uptime=0.5\npagelab: network setup failed: lo \n", tmp_path)
+    assert w.setup_failed.is_set() and w.setup_failure == "network setup failed: lo"
