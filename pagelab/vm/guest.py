@@ -33,6 +33,7 @@ from pagelab.vm.qemu import (
     load_verdict,
     parse_memory,
     save_verdict,
+    verdict_path,
 )
 from pagelab.vm.ssh import CommandResult, HostKeyMismatch, Sink, SSHSession
 
@@ -249,8 +250,8 @@ class Guest:
             return "tcg"
         verdict = load_verdict()
         if verdict is not None and verdict.accel == "tcg":
-            self.accel_reason = f"KVM failed its probe on this host earlier ({verdict.reason})"
-            self.ui.info(f"accelerator: TCG ({self.accel_reason})")
+            self.accel_reason = f"KVM failed its probe on this host earlier: {verdict.reason}"
+            self.ui.info(f"accelerator: TCG; {self.accel_reason} (delete {verdict_path()} to probe again)")
             return "tcg"
         return "kvm"
 

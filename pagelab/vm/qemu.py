@@ -125,7 +125,8 @@ class AccelVerdict:
     reason: str
 
 
-def _verdict_path(binary: str = QEMU_BINARY) -> Path:
+def verdict_path(binary: str = QEMU_BINARY) -> Path:
+    """Where this host's accelerator verdict is kept (keyed by host kernel and QEMU version)."""
     uname = platform.uname()
     key = content_key([uname.release, uname.version, uname.machine, qemu_version(binary)])
     return cache_dir("hosts") / f"accel-{key}.json"
@@ -134,7 +135,7 @@ def _verdict_path(binary: str = QEMU_BINARY) -> Path:
 def load_verdict(binary: str = QEMU_BINARY) -> AccelVerdict | None:
     """The remembered verdict for this host kernel and QEMU, if any."""
     try:
-        data = json.loads(_verdict_path(binary).read_text())
+        data = json.loads(verdict_path(binary).read_text())
         return AccelVerdict(str(data["accel"]), str(data["reason"]))
     except (OSError, ValueError, KeyError):
         return None
@@ -142,6 +143,6 @@ def load_verdict(binary: str = QEMU_BINARY) -> AccelVerdict | None:
 
 def save_verdict(verdict: AccelVerdict, binary: str = QEMU_BINARY) -> Path:
     """Remember a probe's verdict for this host; returns the file (delete it to probe again)."""
-    path = _verdict_path(binary)
+    path = verdict_path(binary)
     atomic_write(path, json.dumps({"accel": verdict.accel, "reason": verdict.reason}) + "\n")
     return path
