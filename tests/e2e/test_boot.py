@@ -177,6 +177,13 @@ def test_run_timeout_raises_and_the_guest_stays_usable(guest: Guest) -> None:
     assert guest.run("echo still-here").stdout == "still-here\n"
 
 
+def test_run_stream_timeout_raises_on_the_direct_path_too(guest: Guest) -> None:
+    got = bytearray()
+    with pytest.raises(CommandTimeout):
+        guest.run_stream("echo partial; sleep 30", got.extend, timeout=2)
+    assert bytes(got) == b"partial\n"
+
+
 def test_concurrent_streams_on_separate_channels_deliver_every_byte(guest: Guest) -> None:
     size = 8 << 20
     results: dict[int, tuple[int, str]] = {}
