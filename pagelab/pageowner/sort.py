@@ -466,12 +466,16 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
     need_ts = any(k == "ts" for k, _ in opts.sort_keys)
     info_cache: dict[tuple, tuple[int, int, bytes, int, bool]] = {}
     entries: list[Entry] = []
+    head_has_ts: dict[bytes, bool] = {}
     for key, count in reader.records.items():
         header, stack, pclass, override = key
-        head, sep, tail = header.partition(b", ts ")
-        # Fields depend on the header only through `head` when the tail is inert (the usual case), so
-        # high-cardinality dumps (6.1 free_ts) share the regex work.
-        cache_key = (head, stack) if sep and _INERT_TAIL.fullmatch(tail) else (header, stack, 0)
+        head, sep, rest = header.partition(b", ts ")
+        tail = rest.lstrip(_DIGITS)  # with -a the header keeps its ts digits
+        # The fields depend on the header only through `head` when the tail is inert (the usual case):
+        # the field regexes cannot reach the ts digits or what follows. High-cardinality dumps (6.1
+        # free_ts, -a) so share the regex work.
+        inert = bool(sep) and _INERT_TAIL.fullmatch(tail) is not None
+        cache_key = (head, stack) if inert else (header, stack, 0)
         info = info_cache.get(cache_key)
         if info is None:
             buf = PREFIX + header + b"\n" + (stack + b"\n" if stack is not None else b"") + b"\n"
@@ -488,7 +492,13 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
             if reader.first_ts is not None:
                 ts = _c_ts(reader.first_ts.get(key))
             else:
-                ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
+                has_ts = head_has_ts.get(head)
+                if has_ts is None:
+                    has_ts = head_has_ts[head] = _TS.search(head) is not None
+                if inert and not has_ts:  # the ts regex first matches at ", ts "
+                    ts = _c_ts(rest[: len(rest) - len(tail)])
+                else:
+                    ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
         allocator = pclass | (VMALLOC if info[4] else 0) or OTHERS
         entries.append(Entry(header, stack, allocator, pid, tgid, comm, ts, count, pages * count))
     reader.records = {}
@@ -671,7 +681,9 @@ def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
     with contextlib.suppress(OSError):
         if path != "-":
             total = os.stat(path).st_size or None
-    start = _split_point(path, total) if total and total >= _PARALLEL_MIN and _jobs() > 1 else None
+    # Without ts stripping every record is distinct: the worker would only give up.
+    parallel = total and total >= _PARALLEL_MIN and opts.strip_ts and _jobs() > 1
+    start = _split_point(path, total) if parallel else None
     reader = _new_reader(name, opts)
     worker = None
     if start is not None:

@@ -319,7 +319,7 @@ def test_benchmark_dumps_replay_records_deterministically(c_tool, tmp_path):
 
 # -- two processes over file halves -------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["sort_po61.txt.xz", "sort_edge61.txt.xz", "sort_po612.txt.xz"])
-@pytest.mark.parametrize("args", [[], ["--cull", "st"], ["-a", "--cull", "p,ator"], ["--sort", "n,at"]], ids=" ".join)
+@pytest.mark.parametrize("args", [[], ["--cull", "st"], ["-P", "--cull", "p,ator"], ["--sort", "n,at"]], ids=" ".join)
 def test_two_processes_give_the_same_output(c_tool, tmp_path, monkeypatch, capsys, fixture, args):
     data = _dump(fixture)
     expected = our_output(args, data, tmp_path)  # small files: one process
@@ -343,8 +343,10 @@ def test_second_half_falls_back_to_the_parent(c_tool, tmp_path, monkeypatch, cap
     assert "the second half was read here" in capsys.readouterr().err
 
 
-def test_one_process_when_asked(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("why", ["PAGELAB_SORT_JOBS=1", "-a keeps every record distinct"])
+def test_one_process_when_asked_or_useless(tmp_path, monkeypatch, capsys, why):
     monkeypatch.setattr(sortmod, "_PARALLEL_MIN", 0)
-    monkeypatch.setenv("PAGELAB_SORT_JOBS", "1")
-    our_output(["-d"], _dump("sort_po61.txt.xz"), tmp_path)
+    if why.startswith("PAGELAB"):
+        monkeypatch.setenv("PAGELAB_SORT_JOBS", "1")
+    our_output(["-d", "-a"] if why.startswith("-a") else ["-d"], _dump("sort_po61.txt.xz"), tmp_path)
     assert "two processes" not in capsys.readouterr().err
