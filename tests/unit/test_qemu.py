@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -155,3 +156,25 @@ def test_a_child_started_like_qemu_dies_when_pagelab_is_sigkilled(tmp_path: Path
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("child survived its parent's SIGKILL")
+
+
+def test_a_child_launched_from_a_short_lived_thread_outlives_that_thread() -> None:
+    # PR_SET_PDEATHSIG follows the forking *thread*; the launcher thread lives as long as pagelab.
+    from pagelab.vm.machine import _die_with_parent, _launcher
+
+    parent = os.getpid()
+    box: dict[str, subprocess.Popen[bytes]] = {}
+
+    def worker() -> None:
+        box["p"] = _launcher.popen(["sleep", "30"], preexec_fn=lambda: _die_with_parent(parent))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    child = box["p"]
+    try:
+        time.sleep(0.5)
+        assert child.poll() is None, "the child died with the thread that asked for it"
+    finally:
+        child.kill()
+        child.wait()
