@@ -107,6 +107,8 @@ SORT_KEYS = [
     ["--so", "p,n", "--cull", "n,ator"],
     ["--sort", "name,-tgid,alloc_ts", "--pid", "0,1,48"],
     ["--sort", "stacktrace,txt,allocator", "--cull", "p,st"],
+    ["--sort", "-p,n", "--cull", "p,st", "--name", "dd,swapper/0,kworker/u4:0,sh"],  # sort + cull + filter
+    ["--tgid", "1,48,120,801", "--sort", "-ator,-at", "--cull", "tg,ator"],
 ]
 # Rejected by the C tool (usage or option error, exit 1): exit 2 and one line here.
 USAGE_ERRORS = [
@@ -208,6 +210,13 @@ def test_output_matches_page_owner_sort_on_the_larger_612_dump(c_tools, dumps, t
 @pytest.mark.parametrize("template", SORT_KEYS, ids=_id)
 def test_sort_keys_match_the_fixed_page_owner_sort(c_tools, dumps, tmp_path, dump, template):
     compare(c_tools[1], template, dumps[dump], tmp_path)
+
+
+@pytest.mark.parametrize("dump", ["po61", "edge612"])
+@pytest.mark.parametrize("sign", ["", "+", "-"], ids=["asc", "plus", "minus"])
+@pytest.mark.parametrize("key", ["p", "tg", "n", "st", "T", "at", "ator"])
+def test_each_sort_key_with_each_sign(c_tools, dumps, tmp_path, dump, sign, key):
+    compare(c_tools[1], ["--sort", f"{sign}{key}"], dumps[dump], tmp_path)
 
 
 def test_page_owner_sort_612_ignores_a_bare_sort_and_pagelab_does_not(c_tools, dumps, tmp_path):
