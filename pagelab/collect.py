@@ -47,6 +47,7 @@ RANGES_PER_READER = 4
 # other half (measured: 2 vCPUs, TCG, 129 MB dump: 2 readers 32.4 s, 4 readers 27.9 s).
 READERS_PER_CPU = 2
 ZSTD_LEVEL = 3
+CHANNEL_ATTEMPTS = 3
 
 Sink = Callable[[bytes], None]
 
@@ -452,12 +453,28 @@ def _check_status(guest: Any, cmd: str, status: int, stderr: bytes = b"") -> Non
 
 def _run_stream(guest: Any, cmd: str, sink: Sink, timeout: float) -> None:
     err = bytearray()
+    sent = 0
 
     def keep(data: bytes) -> None:
         if len(err) < 4096:
             err.extend(data)
 
-    _check_status(guest, cmd, guest.run_stream(cmd, sink, timeout=timeout, stderr_sink=keep), bytes(err))
+    def counted(data: bytes) -> None:
+        nonlocal sent
+        sent += len(data)
+        sink(data)
+
+    for attempt in range(CHANNEL_ATTEMPTS):
+        try:
+            status = guest.run_stream(cmd, counted, timeout=timeout, stderr_sink=keep)
+            break
+        except InfraError as e:
+            # Under heavy host load dropbear sometimes refuses one of several concurrent channel
+            # opens; nothing ran yet, so try again. Anything else, or a stream that started, fails.
+            if sent or "channel" not in str(e).lower() or attempt + 1 == CHANNEL_ATTEMPTS:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    _check_status(guest, cmd, status, bytes(err))
 
 
 def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
