@@ -159,3 +159,11 @@ def test_the_kernel_compiler_comes_from_the_config(tmp_path: Path) -> None:
     config.write_text('CONFIG_CC_VERSION_TEXT="gcc (Debian 12.2.0-14) 12.2.0"\nCONFIG_64BIT=y\n')
     assert kernel_compiler(config) == "gcc (Debian 12.2.0-14) 12.2.0"
     assert kernel_compiler(tmp_path / "missing") is None
+
+
+def test_an_unknown_test_module_is_a_usage_error_naming_the_available_ones(tmp_path: Path) -> None:
+    from pagelab.testmodules import available, build_module
+
+    assert "leaky" in available()
+    with pytest.raises(UsageError, match="available: .*leaky"):
+        build_module("nope", tmp_path, "key", UI(plain=True, quiet=True))
