@@ -165,5 +165,5 @@ def test_an_unknown_test_module_is_a_usage_error_naming_the_available_ones(tmp_p
     from pagelab.testmodules import available, build_module
 
     assert "leaky" in available()
-    with pytest.raises(UsageError, match="available: .*leaky"):
+    with pytest.raises(UsageError, match=r"available: .*leaky"):
         build_module("nope", tmp_path, "key", UI(plain=True, quiet=True))
