@@ -33,7 +33,7 @@ import resource
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -530,7 +530,7 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
     return merged
 
 
-def _same_group(cull: frozenset[str]):
+def _same_group(cull: frozenset[str]) -> Callable[[Entry, Entry], bool]:
     """compare_cull_condition() == 0 for two entries."""
     if not cull:
         return lambda a, b: a.header == b.header and a.stack == b.stack
@@ -555,13 +555,13 @@ class _SortKeys:
     def __init__(self, exact: bool) -> None:
         self.exact = exact
 
-    def txt_parts(self) -> list:
+    def txt_parts(self) -> list[Callable[[Entry], object]]:
         """Key functions whose successive stable sorts order entries by text."""
         if self.exact:
             return [_attr("header"), _stack_or_empty]
         return [_attr("txt")]
 
-    def getter(self, name: str):
+    def getter(self, name: str) -> Callable[[Entry], object]:
         if name == "txt":
             return (lambda e: (e.header, e.stack or b"")) if self.exact else _attr("txt")
         if name == "stacktrace":
@@ -573,7 +573,7 @@ def _stack_or_empty(e: Entry) -> bytes:
     return e.stack or b""
 
 
-def _attr(name: str):
+def _attr(name: str) -> Callable[[Entry], object]:
     return operator.attrgetter(name)
 
 
