@@ -350,3 +350,21 @@ def test_one_process_when_asked_or_useless(tmp_path, monkeypatch, capsys, why):
         monkeypatch.setenv("PAGELAB_SORT_JOBS", "1")
     our_output(["-d", "-a"] if why.startswith("-a") else ["-d"], _dump("sort_po61.txt.xz"), tmp_path)
     assert "two processes" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_big_generated_dump_matches_in_two_processes(c_tool, tmp_path, capsys):
+    """End to end at benchmark scale (40 MB, no thresholds patched): the worker really runs."""
+    make_dump = _make_dump_module()
+    dump = tmp_path / "big.txt"
+    with open(dump, "wb") as out:
+        make_dump.generate(
+            make_dump.load_records([str(FIXTURES / "sort_po612.txt.xz")]), out, count=None, size=40 << 20, seed=3
+        )
+    for args in ([], ["--cull", "stacktrace"]):
+        ours, theirs = tmp_path / "ours.txt", tmp_path / "theirs.txt"
+        capsys.readouterr()
+        assert cli.main(["sort", "-d", *args, str(dump), str(ours)]) == 0
+        assert "debug: two processes" in capsys.readouterr().err
+        assert run_c(c_tool, [*args, str(dump), str(theirs)], tmp_path).returncode == 0
+        assert ours.read_bytes() == theirs.read_bytes()
