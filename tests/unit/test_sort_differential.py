@@ -126,6 +126,8 @@ USAGE_ERRORS = [
     ["--cull", "at", "{in}", "{out}"],
     ["--cull", "", "{in}", "{out}"],
     ["--cull", "st,bogus", "{in}", "{out}"],
+    ["--cull", "comm", "{in}", "{out}"],  # page_owner_sort's usage names "comm", its parser only "name"
+    ["--sort", "comm", "{in}", "{out}"],
     ["--sort", "bogus", "{in}", "{out}"],
     ["--sort", "-", "{in}", "{out}"],
     ["--sort", "pid,", "{in}", "{out}"],
