@@ -17,8 +17,9 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,13 @@ class SSHSession:
         # The host as the guest sees it (QEMU user networking: 10.0.2.2 is the host's loopback).
         # When set, bulk stdout comes over a plain TCP connection (see _run_stream_direct).
         self.direct_gateway = direct_gateway
-        self._client: paramiko.SSHClient | None = None
+        # A pool of connections, one per concurrent command. dropbear (2022.83) serves all channels of
+        # a connection in one process, where overlapping channels trip a race in its check_close()
+        # ("Failed assertion (common-channel.c:705): !channel->sent_close", mkj/dropbear#321, #173)
+        # that kills the whole connection; channels on separate connections never overlap.
+        self._lock = threading.Lock()
+        self._all: list[paramiko.SSHClient] = []
+        self._idle: list[paramiko.SSHClient] = []
 
     # -- connection --------------------------------------------------------------------------------
     def connect(self, timeout: float = 30.0) -> None:
@@ -101,6 +108,12 @@ class SSHSession:
 
         Raises HostKeyMismatch if the guest's key is not the pinned one, InfraError on timeout.
         """
+        client = self._new_client(timeout)
+        with self._lock:
+            self._all.append(client)
+            self._idle.append(client)
+
+    def _new_client(self, timeout: float) -> paramiko.SSHClient:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -142,27 +155,73 @@ class SSHSession:
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(15)
-            self._client = client
-            return
+            return client
         raise InfraError(f"SSH to guest 127.0.0.1:{self.port} failed for {timeout:.0f} s: {last}")
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close every connection of the session (idempotent)."""
+        with self._lock:
+            clients, self._all, self._idle = self._all, [], []
+        for client in clients:
+            client.close()
 
-    def _channel(self) -> paramiko.Channel:
-        if self._client is None:
-            raise InfraError("SSH session is not connected")
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            self.check()
-            raise InfraError("SSH connection to the guest was lost")
+    def _acquire(self) -> paramiko.SSHClient:
+        with self._lock:
+            if not self._all:
+                raise InfraError("SSH session is not connected")
+            while self._idle:
+                client = self._idle.pop()
+                transport = client.get_transport()
+                if transport is not None and transport.is_active():
+                    return client
+                self._all.remove(client)
+                client.close()
+        self.check()
         try:
-            return transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET, timeout=10.0)
+            client = self._new_client(timeout=20.0)
+        except InfraError as err:
+            raise InfraError(f"SSH connection to the guest was lost and could not be re-opened: {err}") from None
+        with self._lock:
+            self._all.append(client)
+        return client
+
+    def _release(self, client: paramiko.SSHClient) -> None:
+        transport = client.get_transport()
+        with self._lock:
+            if client in self._all and transport is not None and transport.is_active():
+                self._idle.append(client)
+                return
+            if client in self._all:
+                self._all.remove(client)
+        client.close()
+
+    @contextlib.contextmanager
+    def _channel(self) -> Iterator[paramiko.Channel]:
+        """A new channel on a connection no other command is using (see ``__init__``)."""
+        client = self._acquire()
+        try:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                self.check()
+                raise InfraError("SSH connection to the guest was lost")
+            try:
+                chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET, timeout=10.0)
+            except paramiko.SSHException as err:
+                self.check()
+                raise InfraError(f"SSH channel to the guest failed: {err}") from None
+            try:
+                yield chan
+            finally:
+                chan.close()
+        finally:
+            self._release(client)
+
+    def _exec(self, chan: paramiko.Channel, command: str) -> None:
+        try:
+            chan.exec_command(command)
         except paramiko.SSHException as err:
             self.check()
-            raise InfraError(f"SSH channel to the guest failed: {err}") from None
+            raise InfraError(f"SSH exec in the guest failed ({err}): {command}") from None
 
     # -- commands ----------------------------------------------------------------------------------
     def run_stream(
@@ -185,16 +244,13 @@ class SSHSession:
             direct = self.direct_gateway is not None
         if direct and stdin is None and self.direct_gateway is not None:
             return self._run_stream_direct(command, sink, timeout, stderr_sink or _discard)
-        chan = self._channel()
-        try:
-            chan.exec_command(command)
+        with self._channel() as chan:
+            self._exec(chan, command)
             if stdin is not None:
                 self._send_file(chan, stdin)
             # EOF on stdin at once (like ssh -n): a command that reads stdin must not wait forever.
             chan.shutdown_write()
-            return self._pump(chan, command, sink, stderr_sink or (lambda _b: None), timeout)
-        finally:
-            chan.close()
+            return self._pump(chan, command, sink, stderr_sink or _discard, timeout)
 
     def _run_stream_direct(self, command: str, sink: Sink, timeout: float | None, stderr_sink: Sink) -> int:
         """stdout over a TCP connection the guest opens to a one-shot listener on the host's loopback.
@@ -214,52 +270,52 @@ class SSHSession:
             port = listener.getsockname()[1]
             remote = f"exec nc {self.direct_gateway} {port} -e sh -c {shlex.quote(inner)}"
             deadline = None if timeout is None else time.monotonic() + timeout
-            chan = self._channel()
             data: socket.socket | None = None
             early_stderr: list[bytes] = []  # nc's own complaints, before the command runs
             try:
-                chan.exec_command(remote)
-                chan.shutdown_write()
-                data_eof = False
-                while True:
-                    if data is None:
-                        data = self._accept_guest(listener, token)
-                        if data is not None:
-                            for chunk in early_stderr:
-                                stderr_sink(chunk)
-                    if data is not None and not data_eof:
-                        try:
-                            chunk = data.recv(CHUNK)
-                        except BlockingIOError:
-                            chunk = None
-                        if chunk:
-                            sink(chunk)
-                            if deadline is not None and time.monotonic() > deadline:
-                                raise CommandTimeout(command, timeout or 0.0)
-                            continue
-                        if chunk == b"":
-                            data_eof = True
-                    while chan.recv_stderr_ready():
-                        err = chan.recv_stderr(CHUNK)
-                        (early_stderr.append if data is None else stderr_sink)(err)
-                    while chan.recv_ready():
-                        sink(chan.recv(CHUNK))
-                    if chan.exit_status_ready() and not chan.recv_stderr_ready():
-                        if data is None and (data := self._accept_guest(listener, token)) is None:
-                            # The guest never connected, so the command never ran: use the channel.
-                            self.direct_gateway = None
-                            return self.run_stream(command, sink, timeout, stderr_sink=stderr_sink)
-                        if data_eof:
-                            return chan.recv_exit_status()
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise CommandTimeout(command, timeout or 0.0)
-                    self.check()
-                    watch: list[Any] = [chan, data if data is not None and not data_eof else listener]
-                    select.select(watch, [], [], POLL)
+                with self._channel() as chan:
+                    self._exec(chan, remote)
+                    chan.shutdown_write()
+                    data_eof = False
+                    while True:
+                        if data is None:
+                            data = self._accept_guest(listener, token)
+                            if data is not None:
+                                for chunk in early_stderr:
+                                    stderr_sink(chunk)
+                        if data is not None and not data_eof:
+                            try:
+                                chunk = data.recv(CHUNK)
+                            except BlockingIOError:
+                                chunk = None
+                            if chunk:
+                                sink(chunk)
+                                if deadline is not None and time.monotonic() > deadline:
+                                    raise CommandTimeout(command, timeout or 0.0)
+                                continue
+                            if chunk == b"":
+                                data_eof = True
+                        while chan.recv_stderr_ready():
+                            err = chan.recv_stderr(CHUNK)
+                            (early_stderr.append if data is None else stderr_sink)(err)
+                        while chan.recv_ready():
+                            sink(chan.recv(CHUNK))
+                        if chan.exit_status_ready() and not chan.recv_stderr_ready():
+                            if data is None and (data := self._accept_guest(listener, token)) is None:
+                                break  # the guest never connected, so the command never ran
+                            if data_eof:
+                                return chan.recv_exit_status()
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise CommandTimeout(command, timeout or 0.0)
+                        self.check()
+                        watch: list[Any] = [chan, data if data is not None and not data_eof else listener]
+                        select.select(watch, [], [], POLL)
             finally:
-                chan.close()
                 if data is not None:
                     data.close()
+        # No direct path from this guest (nc could not connect): the SSH channel from now on.
+        self.direct_gateway = None
+        return self.run_stream(command, sink, timeout, stderr_sink=stderr_sink)
 
     @staticmethod
     def _accept_guest(listener: socket.socket, token: bytes) -> socket.socket | None:
@@ -363,7 +419,10 @@ class SSHSession:
 
         Without a TTY on stdin it runs with plain pipes. Returns the remote exit status.
         """
-        chan = self._channel()
+        with self._channel() as chan:
+            return self._interact(chan, command)
+
+    def _interact(self, chan: paramiko.Channel, command: str | None) -> int:
         stdin_fd = sys.stdin.fileno()
         stdout_fd = sys.stdout.fileno()
         is_tty = os.isatty(stdin_fd)
@@ -388,7 +447,7 @@ class SSHSession:
             if command is None:
                 chan.invoke_shell()
             else:
-                chan.exec_command(command)
+                self._exec(chan, command)
             stdin_open = True
             while True:
                 watch: list[object] = [chan]
@@ -420,7 +479,6 @@ class SSHSession:
                 termios.tcsetattr(stdin_fd, termios.TCSADRAIN, restore)
             if old_winch is not None:
                 signal.signal(signal.SIGWINCH, old_winch)
-            chan.close()
 
 
 def _text(chunks: list[bytes]) -> str:
