@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import errno
 import fcntl
 import glob
@@ -37,8 +38,9 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,12 +478,17 @@ def _build_entry(
 def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI) -> int:
     """Run make with a live progress bar (objects compiled vs. ``estimate``). Raises BuildError on failure."""
     count = 0
-    with open(log, "w", encoding="utf-8") as out:
+    # Line-buffered: `tail -f build.log` (and anyone checking on the build) sees it as it happens.
+    with open(log, "w", encoding="utf-8", buffering=1) as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        # Own session: Ctrl-C reaches us, and we take the whole make tree down ourselves.
+        # Own session: Ctrl-C reaches us, and we take the whole make tree down ourselves. If we die
+        # without cleaning up (SIGKILL), the kernel sends the shell below SIGTERM and it kills its
+        # process group (make, the sub-makes, the compilers): no orphan keeps writing into a build
+        # tree whose lock is gone. (The death signal is not inherited, so make itself cannot get it.)
+        guarded = ["sh", "-c", 'trap "trap - TERM; kill -TERM 0" TERM; "$@" & wait $!', "sh", *cmd]
         proc = subprocess.Popen(
-            cmd,
+            guarded,
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -489,7 +496,9 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
             text=True,
             errors="replace",
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        restore = _sigterm_as_interrupt()
         try:
             with ui.progress("compiling", total=estimate) as task:
                 assert proc.stdout is not None
@@ -512,6 +521,7 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            restore()
     if rc != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         tail = "\n".join(lines[-FAILED_TAIL_LINES:])
@@ -519,6 +529,24 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
             f"kernel build failed (make exit {rc}); last {FAILED_TAIL_LINES} lines:\n{tail}\nfull log: {log}"
         )
     return count
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask for SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM unwind like Ctrl-C (so make is stopped and nothing looks valid); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:
