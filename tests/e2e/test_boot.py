@@ -202,6 +202,28 @@ def test_concurrent_streams_on_separate_channels_deliver_every_byte(guest: Guest
     assert results == {i: (0, expected) for i in range(3)}
 
 
+def test_many_short_concurrent_commands_never_lose_the_connection(guest: Guest) -> None:
+    # dropbear 2022.83 kills a connection whose channels overlap (mkj/dropbear#321): one per command.
+    failures: list[str] = []
+
+    def worker() -> None:
+        for _ in range(10):
+            try:
+                out = bytearray()
+                assert guest.run_stream("head -c 50000 /dev/zero", out.extend, timeout=60) == 0
+                assert len(out) == 50000
+            except Exception as err:  # collected: a thread's assert would otherwise vanish
+                failures.append(repr(err))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert "Failed assertion" not in guest.run("cat /run/dropbear.log").stdout
+
+
 def test_upload_then_stream_back_is_byte_identical(guest: Guest, tmp_path: Path) -> None:
     src = tmp_path / "blob.bin"
     src.write_bytes(os.urandom(3 << 20))
