@@ -368,6 +368,7 @@ class Guest:
             if self.run_dir is not None:
                 if self.options.keep:
                     (self.run_dir / "pid").unlink(missing_ok=True)  # kept on purpose: not for the sweeper
+                    self.ui.info(f"run directory kept: {self.run_dir}")
                 else:
                     shutil.rmtree(self.run_dir, ignore_errors=True)
 
