@@ -52,7 +52,8 @@ def main() -> int:
         timings = json.loads(Path(f"{tmp}/run{args.repeat - 1}/report.json").read_text())["timings"]
     print(
         f"\n`pagelab run --workload true --iterations 1`, warm caches — {platform.node()} "
-        f"({os.cpu_count()} host cores), {time.strftime('%Y-%m-%d')}\n"
+        f"({os.cpu_count()} host cores), {time.strftime('%Y-%m-%d')}, "
+        f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
     )
     print("| command | median s | min s | max s |")
     print("|---|---:|---:|---:|")
