@@ -137,6 +137,8 @@ def test_parallel_ranges_merge_to_what_cat_reads(tmp_path: Path, kernel_build) -
     pfns = [p for p, _ in merged]
     assert all(a < b for a, b in itertools.pairwise(pfns))  # in PFN order, no range read twice
     common = set(merged) & set(cat)
-    # The guest keeps allocating between the reads (SSH, the readers themselves): a few hundred records.
-    assert len(common) >= 0.98 * max(len(merged), len(cat)), (len(common), len(merged), len(cat))
+    # Nearly every record cat sees is in the merged snapshot; the merged one has a few hundred more: the
+    # readers' own processes (sh, nc, po-read per range) hold pages while they read.
+    assert len(common) >= 0.99 * len(cat), (len(common), len(merged), len(cat))
+    assert len(merged) <= 1.05 * len(cat), (len(merged), len(cat))
     assert min(pfns) == min(p for p, _ in cat) and abs(max(pfns) - max(p for p, _ in cat)) < 4096
