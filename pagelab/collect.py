@@ -485,7 +485,9 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
     """
     script = (
         f"test -r {PAGE_OWNER} && echo has-page-owner; test -r {SHOW_STACKS} && echo has-show-stacks; "
-        f"test -x {READER_GUEST_PATH} && echo has-reader; echo cpus=$(nproc); echo ---; cat /proc/zoneinfo"
+        # Ranged reads need page_owner's lseek (a PFN offset); a kernel without it falls back to one cat.
+        f"{READER_GUEST_PATH} 1 2 >/dev/null 2>&1 && echo has-reader; echo cpus=$(nproc); echo ---; "
+        "cat /proc/zoneinfo"
     )
     res = guest.run(script, timeout=timeout)
     head, _, zoneinfo = str(res.stdout).partition("---\n")
