@@ -379,9 +379,14 @@ def _verdict(state: RunState, outcome: Outcome) -> str:
 def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
     s = state.settings
     cases: list[Case] = []
+    build = Case("pagelab.run", "build", state.timings.get("build", 0.0) + state.timings.get("image", 0.0))
+    if state.booted is None:
+        # Nothing booted: the kernel, module or image build (or a host tool) failed first.
+        build.outcome, build.message = "error", state.error or "the run stopped before booting"
+    cases.append(build)
     boot = Case("pagelab.run", "boot", state.timings.get("boot", 0.0))
     if state.booted is None:
-        boot.outcome, boot.message = "skipped", state.error or "did not get as far as booting"
+        boot.outcome, boot.message = "skipped", "nothing to boot"
     elif not state.booted:
         boot.outcome, boot.message = "error", state.boot_error or "boot failed"
     cases.append(boot)

@@ -167,3 +167,17 @@ def test_an_unknown_test_module_is_a_usage_error_naming_the_available_ones(tmp_p
     assert "leaky" in available()
     with pytest.raises(UsageError, match=r"available: .*leaky"):
         build_module("nope", tmp_path, "key", UI(plain=True, quiet=True))
+
+
+def test_a_failed_build_is_a_junit_error_not_only_skipped_cases(tmp_path: Path) -> None:
+    state = _state(tmp_path, [], "--iterations", "1")
+    state.booted = None
+    state.error = "kernel build failed (make exit 2)"
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.exit_code == 4
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    suite = ET.parse(state.out.junit_xml).getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+    cases = {tc.get("name"): tc for tc in suite.iter("testcase")}
+    assert cases["build"].find("error").get("message") == "kernel build failed (make exit 2)"  # type: ignore[union-attr]
+    assert cases["boot"].find("skipped") is not None
