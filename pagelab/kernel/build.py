@@ -499,6 +499,9 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
             preexec_fn=_die_with_parent,
         )
         restore = _sigterm_as_interrupt()
+        live = not ui.plain and not ui.quiet and ui.err.is_terminal
+        t0 = time.monotonic()
+        next_note = t0 + 60
         try:
             with ui.progress("compiling", total=estimate) as task:
                 assert proc.stdout is not None
@@ -511,6 +514,11 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
                             estimate = int(count * 1.2) + 5  # the estimate was low: keep the bar moving
                             task.update(total=estimate)
                         task.update(completed=count, description=f"compiling {m.group(2)[-40:]:<40}")
+                        if not live and time.monotonic() >= next_note:
+                            # No live bar (CI, a log file): a plain line now and then instead.
+                            next_note = time.monotonic() + 60
+                            of = f"/~{estimate}" if estimate else ""
+                            ui.step(f"compiling: {count}{of} objects, {time.monotonic() - t0:.0f} s")
             rc = proc.wait()
         finally:
             if proc.poll() is None:
