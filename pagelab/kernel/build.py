@@ -384,7 +384,8 @@ def _choose_work_tree(group_dir: Path, entry: Path, config: dict[str, str]) -> t
     """The build tree that needs the least recompiling for ``config``, and the progress estimate.
 
     A config that would recompile most of every warm tree goes to an empty tree if there is one,
-    so that alternating between, say, the default and a memcg config does not rebuild both each time.
+    else to the tree used least recently: alternating between, say, the default and a memcg config
+    then does not rebuild both each time.
     The estimate is in make's progress lines (objects, archives, links) as counted by _run_make.
     """
     trees = [group_dir / f"work-{i}" for i in range(WORK_TREES)]
@@ -395,8 +396,11 @@ def _choose_work_tree(group_dir: Path, entry: Path, config: dict[str, str]) -> t
     if not warm:
         return empty[0], lines
     (cost, total), work = min(warm, key=lambda t: t[0][0])
-    if empty and cost > total // 2:
-        return empty[0], lines
+    if cost > total // 2:
+        if empty:
+            return empty[0], lines
+        # Nearly a full build wherever it goes: overwrite the tree used least recently.
+        (cost, total), work = min(warm, key=lambda t: _last_used(t[1]))
     if cost == 0:
         # Same config, changed sources: the last build of this config is the best guess.
         for path in (entry / "objects", work / "pagelab-objects"):
@@ -405,6 +409,13 @@ def _choose_work_tree(group_dir: Path, entry: Path, config: dict[str, str]) -> t
         return work, lines
     ratio = lines / total if lines and total else 1.5  # progress lines per object in a full build
     return work, int(cost * ratio)
+
+
+def _last_used(work: Path) -> float:
+    try:
+        return (work / "pagelab-used").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _last_lines(group_dir: Path) -> int | None:
@@ -449,6 +460,7 @@ def _build_entry(
     for stale in [*entry.glob("obj.tmp.*"), *entry.glob("obj.old.*"), *entry.glob("modules.tmp.*")]:
         shutil.rmtree(stale, ignore_errors=True)  # leftovers of an interrupted build; we hold the lock
     work.mkdir(exist_ok=True)
+    (work / "pagelab-used").touch()
     current = work / ".config"
     if not current.is_file() or current.read_text() != config_text:
         # A newer .config makes Kbuild run syncconfig, which touches only the changed symbols' files:

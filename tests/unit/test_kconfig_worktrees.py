@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pagelab.kernel.build import _choose_work_tree, rebuild_cost
@@ -74,3 +75,13 @@ def test_same_config_uses_the_last_build_of_it_as_the_estimate(tmp_path: Path) -
     entry.mkdir()
     (entry / "objects").write_text("123")
     assert _choose_work_tree(tmp_path, entry, {"SMP": "y"}) == (tmp_path / "work-0", 123)
+
+
+def test_a_full_rebuild_with_no_empty_tree_overwrites_the_least_recently_used(tmp_path: Path) -> None:
+    make_tree(tmp_path / "work-0", {"SMP": "y", "PAGE_OWNER": "y"}, OBJECTS)
+    make_tree(tmp_path / "work-1", {"SMP": "y", "PAGE_OWNER": "y"}, OBJECTS)
+    (tmp_path / "work-1" / "pagelab-used").touch()
+    os.utime(tmp_path / "work-1" / "pagelab-used", (1, 1))  # long ago
+    (tmp_path / "work-0" / "pagelab-used").touch()
+    work, _ = _choose_work_tree(tmp_path, tmp_path / "new", {"MEMCG": "y", "PAGE_OWNER": "y"})
+    assert work == tmp_path / "work-1"
