@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -142,3 +143,20 @@ def test_parallel_ranges_merge_to_what_cat_reads(tmp_path: Path, kernel_build) -
     assert len(common) >= 0.99 * len(cat), (len(common), len(merged), len(cat))
     assert len(merged) <= 1.05 * len(cat), (len(merged), len(cat))
     assert min(pfns) == min(p for p, _ in cat) and abs(max(pfns) - max(p for p, _ in cat)) < 4096
+
+
+def test_nightly_script_runs_profiles_and_checks_expected_exits(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    # smoke must exit 0; expecting a finding (exit 1) from it is the failure nightly.sh must report.
+    proc = subprocess.run(
+        [str(root / "scripts" / "nightly.sh"), "-o", str(tmp_path), "smoke", "smoke:1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = [line for line in summary.splitlines() if line.startswith("| smoke |")]
+    # profile | exit | expected | status | …: both runs exited 0; the second expected 1.
+    assert [r.split("|")[2:4] for r in rows] == [[" 0 ", " 0 "], [" 0 ", " 1 "]], summary
+    assert (tmp_path / "smoke" / "junit.xml").is_file() and (tmp_path / "smoke.log").is_file()
