@@ -25,13 +25,16 @@ from pagelab import workloads as wl
 from pagelab.artifacts import RunDir, default_out_dir, metadata
 from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader
 from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
+from pagelab.image import build_image
 from pagelab.junit import Case, write_junit
+from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.pageowner import diff as pdiff
 from pagelab.pageowner.analyse import BUILTIN_MODULE, PAGE_SIZE
 from pagelab.pageowner.export import open_output
 from pagelab.pageowner.render import as_text, render_suspects
-from pagelab.profile import RunSettings
+from pagelab.profile import RunSettings, settings_from
 from pagelab.ui import UI
+from pagelab.vm.guest import Guest, GuestOptions
 
 WORKLOAD_TIMEOUT = 900.0
 SUITE = "pagelab run"
@@ -77,17 +80,12 @@ class RunState:
 
 
 # -- the pipeline -------------------------------------------------------------------------------------
-def _kernel(state: RunState, ui: UI) -> tuple[Path, Any]:
+def _kernel(state: RunState, ui: UI) -> tuple[Path, BuildResult | None]:
     """The bzImage to boot and the build result (None with ``--kernel``)."""
     s = state.settings
     if s.kernel:
-        kernel = Path(s.kernel)
-        if not kernel.is_file():
-            raise UsageError(f"--kernel {kernel}: no such file")
-        state.build = {"bzimage": str(kernel), "prebuilt": True}
-        return kernel, None
-    from pagelab.kernel.build import BuildOptions, build_kernel
-
+        state.build = {"bzimage": s.kernel, "prebuilt": True}
+        return Path(s.kernel), None
     with state.timed("build"):
         result = build_kernel(BuildOptions.from_args(s.namespace()), ui)
     state.build = result.to_json()
@@ -96,15 +94,10 @@ def _kernel(state: RunState, ui: UI) -> tuple[Path, Any]:
     return Path(result.bzimage), result
 
 
-def _modules(state: RunState, workloads: list[wl.Workload], build: Any, ui: UI) -> dict[str, Path]:
+def _modules(state: RunState, workloads: list[wl.Workload], build: BuildResult | None, ui: UI) -> dict[str, Path]:
     names = sorted({m for w in workloads for m in w.modules})
-    if not names:
+    if not names or build is None:  # run() refuses modules with --kernel
         return {}
-    if build is None:
-        raise UsageError(
-            f"workload {names[0]!r} modules need a kernel build dir to compile against: drop --kernel "
-            "(pagelab builds and caches the kernel)"
-        )
     if build.modules_dir is None:
         raise UsageError(f"module {names[0]!r}: the kernel was built without CONFIG_MODULES")
     with state.timed("modules"):
@@ -146,10 +139,8 @@ def _guest_phase(
     state: RunState, ui: UI, kernel: Path, image: Path, modules: dict[str, Path], workloads: list[wl.Workload]
 ) -> None:
     """Boot, baseline, iterations, clean shutdown. GuestCrash/InfraError propagate; state keeps the progress."""
-    from pagelab.vm.guest import Guest, GuestOptions
-
     s = state.settings
-    options = _guest_options(GuestOptions, s, state.out.console_log)
+    options = _guest_options(s, state.out.console_log)
     guest = Guest(kernel, image, options, ui)
     state.booted = False
     try:
@@ -207,14 +198,14 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
         _snapshot(state, collector, f"iter{i}")
 
 
-def _guest_options(cls: Any, s: RunSettings, console_log: Path) -> Any:
-    options = cls.from_args(s.namespace())
+def _guest_options(s: RunSettings, console_log: Path) -> GuestOptions:
+    options = GuestOptions.from_args(s.namespace())
     options.console_log = console_log
     smp_sockets(options)
     return options
 
 
-def smp_sockets(options: Any) -> None:
+def smp_sockets(options: GuestOptions) -> None:
     """Give every vCPU its own socket: without ACPI the kernel finds CPUs in SeaBIOS's MP table, which
     lists one processor per socket, so plain ``-smp N`` boots one CPU. QEMU merges repeated ``-smp``."""
     if options.cpus > 1 and not any("sockets=" in a for a in options.qemu_args):
@@ -458,16 +449,22 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
     """
     workloads = wl.resolve_all(settings.workloads)
     wl.check_host_tools(workloads)
-    uploads = _uploads(settings)
-    del uploads  # validated here, before the kernel build; uploaded after boot
+    _uploads(settings)  # validated here, before the kernel build; uploaded after boot
+    if settings.kernel:
+        if not Path(settings.kernel).is_file():
+            raise UsageError(f"--kernel {settings.kernel}: no such file")
+        needs = sorted({m for w in workloads for m in w.modules})
+        if needs:
+            raise UsageError(
+                f"test module {needs[0]!r} must be compiled against a kernel build dir: drop --kernel "
+                "(pagelab builds and caches the kernel)"
+            )
     state = RunState(settings, RunDir(out or default_out_dir()))
     ui.step(f"run: {len(workloads)} workload(s) × {settings.iterations} iteration(s) → {state.out.path}")
     failure: PagelabError | None = None
     try:
         kernel, build = _kernel(state, ui)
         modules = _modules(state, workloads, build, ui)
-        from pagelab.image import build_image
-
         with state.timed("image"):
             extra = wl.guest_files()
             extra[READER_GUEST_PATH] = build_reader(ui=ui)
@@ -476,9 +473,7 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
     except GuestCrash as err:
         state.crashes.append({"kind": err.kind, "title": err.title, "excerpt": err.excerpt})
         failure = err
-    except UsageError:
-        raise
-    except PagelabError as err:
+    except PagelabError as err:  # UsageError too: e.g. a kernel built without CONFIG_MODULES
         state.error = str(err)
         failure = err
     outcome = _analyse(state, ui)
@@ -491,7 +486,6 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
 
 def run_from_args(args: argparse.Namespace, ui: UI) -> int:
     """``pagelab run``: merge profile and flags, then run. Raises as ``run`` does."""
-    from pagelab.profile import settings_from
 
     settings = settings_from(args)
     return run(settings, ui, out=args.out, json_out=args.json)

@@ -181,3 +181,16 @@ def test_a_failed_build_is_a_junit_error_not_only_skipped_cases(tmp_path: Path) 
     cases = {tc.get("name"): tc for tc in suite.iter("testcase")}
     assert cases["build"].find("error").get("message") == "kernel build failed (make exit 2)"  # type: ignore[union-attr]
     assert cases["boot"].find("skipped") is not None
+
+
+def test_a_prebuilt_kernel_cannot_take_test_modules_and_must_exist(tmp_path: Path) -> None:
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(b"x")
+    for argv, pattern in (
+        (["--kernel", str(tmp_path / "nope")], "no such file"),
+        (["--kernel", str(bz), "--workload", "leaky-leak 8"], "drop --kernel"),
+    ):
+        settings = settings_from(build_parser().parse_args(["run", *argv]))
+        with pytest.raises(UsageError, match=pattern):
+            run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
