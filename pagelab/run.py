@@ -201,15 +201,7 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
 def _guest_options(s: RunSettings, console_log: Path) -> GuestOptions:
     options = GuestOptions.from_args(s.namespace())
     options.console_log = console_log
-    smp_sockets(options)
     return options
-
-
-def smp_sockets(options: GuestOptions) -> None:
-    """Give every vCPU its own socket: without ACPI the kernel finds CPUs in SeaBIOS's MP table, which
-    lists one processor per socket, so plain ``-smp N`` boots one CPU. QEMU merges repeated ``-smp``."""
-    if options.cpus > 1 and not any("sockets=" in a for a in options.qemu_args):
-        options.qemu_args += ["-smp", f"{options.cpus},sockets={options.cpus}"]
 
 
 # -- report -------------------------------------------------------------------------------------------

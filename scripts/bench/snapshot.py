@@ -25,7 +25,6 @@ from pathlib import Path
 from pagelab import workloads as wl
 from pagelab.collect import READER_GUEST_PATH, Collector, build_reader
 from pagelab.image import build_image
-from pagelab.run import smp_sockets
 from pagelab.ui import UI
 from pagelab.vm.guest import Guest, GuestOptions
 
@@ -52,7 +51,6 @@ def main() -> int:
     extra[READER_GUEST_PATH] = build_reader(ui=ui)
     image = build_image(None, extra, ui)
     options = GuestOptions(memory=args.memory, cpus=args.cpus, accel=args.accel)
-    smp_sockets(options)
     rows: list[tuple[str, int, int | None, float]] = []
     with Guest(kernel, image, options, ui) as guest, tempfile.TemporaryDirectory() as tmp:  # type: ignore[arg-type]
         ui.step(f"filling a tmpfs with {args.fill_mib} MiB")

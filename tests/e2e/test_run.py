@@ -113,7 +113,6 @@ def test_parallel_ranges_merge_to_what_cat_reads(tmp_path: Path, kernel_build) -
     from pagelab import workloads as wl
     from pagelab.collect import READER_GUEST_PATH, Collector, build_reader
     from pagelab.image import build_image
-    from pagelab.run import smp_sockets
     from pagelab.ui import UI
     from pagelab.vm.guest import Guest, GuestOptions
 
@@ -122,7 +121,6 @@ def test_parallel_ranges_merge_to_what_cat_reads(tmp_path: Path, kernel_build) -
     extra[READER_GUEST_PATH] = build_reader(ui=ui)
     image = build_image(kernel_build.modules_dir, extra, ui)
     options = GuestOptions(cpus=2)
-    smp_sockets(options)
     with Guest(kernel_build, image, options, ui) as guest:
         assert guest.run("nproc").stdout.strip() == "2"
         # Memory that stays put between the two reads: 64 MiB of tmpfs pages.

@@ -16,9 +16,8 @@ from pagelab.errors import UsageError
 from pagelab.pageowner.analyse import SnapshotBuilder
 from pagelab.pageowner.render import as_text
 from pagelab.profile import settings_from
-from pagelab.run import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run, smp_sockets
+from pagelab.run import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run
 from pagelab.ui import UI
-from pagelab.vm.guest import GuestOptions
 from pagelab.workloads import resolve
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -136,15 +135,6 @@ def test_bad_settings_fail_before_anything_is_built(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"missing\.sh"):
         run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
-
-
-def test_each_vcpu_gets_its_own_socket() -> None:
-    opts = GuestOptions(cpus=4)
-    smp_sockets(opts)
-    assert opts.qemu_args == ["-smp", "4,sockets=4"]
-    one = GuestOptions(cpus=1)
-    smp_sockets(one)
-    assert one.qemu_args == []
 
 
 def test_default_out_dir_is_a_fresh_timestamped_directory(tmp_path: Path) -> None:
