@@ -13,8 +13,9 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static dropbear-bin stress-ng
   # venv
   python3-venv
-  # benchmarks: GNU time (peak RSS of a tool process, scripts/bench/sort.py)
-  time
+  # benchmarks: GNU time (peak RSS of a tool process, scripts/bench/sort.py);
+  # OpenSSH's client (the `ssh guest cat` baseline of scripts/bench/snapshot.py)
+  time openssh-client
 )
 
 SUDO=""
