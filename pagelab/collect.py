@@ -44,7 +44,8 @@ READER_GUEST_PATH = "/usr/bin/po-read"
 RANGES_PER_READER = 4
 # Two readers per vCPU: a reader alternates between the kernel formatting records (po-read) and
 # dropbear encrypting them; with one reader per vCPU each vCPU idles while its reader waits on the
-# other half (measured: 2 vCPUs, TCG, 129 MB dump: 2 readers 32.4 s, 4 readers 27.9 s).
+# other half (2 vCPUs, TCG, 129 MB dump on a loaded host: 2 readers 32.4 s, 4 readers 27.9 s; on a
+# quieter host no difference: BENCHMARKS.md).
 READERS_PER_CPU = 2
 ZSTD_LEVEL = 3
 CHANNEL_ATTEMPTS = 3
