@@ -340,7 +340,11 @@ def _resolve_config(plan: _Plan, group_dir: Path, ui: UI) -> str:
         base_file = kconfig.make_base(plan.src.tree, scratch, plan.base, plan.make_vars, log)
         final = kconfig.merge(plan.src.tree, scratch, base_file, plan.fragments, plan.make_vars, log)
         text = final.read_text()
-    mismatches = kconfig.verify(plan.wanted, kconfig.parse_config(text), lambda: kconfig.load_index(plan.src.tree))
+    checked = kconfig.verify(plan.wanted, kconfig.parse_config(text), lambda: kconfig.load_index(plan.src.tree))
+    for m in checked:
+        if not m.fatal:
+            ui.warn(m.explain())
+    mismatches = [m for m in checked if m.fatal]
     if mismatches:
         # Keep the evidence: the scratch .config is overwritten by the next resolution.
         rejected = cache_dir("kernel", "rejected") / f"{plan.input_key}.config"

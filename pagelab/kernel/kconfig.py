@@ -416,11 +416,16 @@ class Mismatch:
     got: str  # final value, "n" when unset or absent
     exists: bool
     reasons: tuple[str, ...] = ()  # why, from the Kconfig files: unmet depends, forcing selects, no prompt
+    # False for "not set" asked of a symbol this tree does not have: the request holds (nothing can set
+    # it), so it is only worth a warning; a fragment can then serve older trees too (SLUB_TINY is 6.2+).
+    fatal: bool = True
 
     def explain(self) -> str:
         """One line: symbol, where it was asked, asked vs. got, and why."""
         s = self.setting
         where = f"{s.source}:{s.line}"
+        if not self.exists and not self.fatal:
+            return f"CONFIG_{s.symbol} ({where}): no such symbol in this kernel tree's Kconfig (asked not set: ignored)"
         if not self.exists:
             return f"CONFIG_{s.symbol} ({where}): no such symbol in this kernel tree's Kconfig"
         why = "; ".join(self.reasons) if self.reasons else "olddefconfig changed it (no unmet dependency found)"
@@ -444,6 +449,8 @@ def _same(asked: str, got: str) -> bool:
 def verify(wanted: Mapping[str, Setting], final: Mapping[str, str], index_loader: object = None) -> list[Mismatch]:
     """The requested symbols whose final value differs, each explained from the Kconfig files.
 
+    Also lists (``fatal=False``) symbols asked "not set" that the tree does not have at all.
+
     ``index_loader`` is a zero-argument callable returning a KconfigIndex; it is only called when
     something did not land (parsing every Kconfig file takes a moment).
     """
@@ -453,12 +460,12 @@ def verify(wanted: Mapping[str, Setting], final: Mapping[str, str], index_loader
     if not missed and not absent:
         return []
     index: KconfigIndex = index_loader() if callable(index_loader) else KconfigIndex()
-    missed += [s for s in absent if not index.exists(s.symbol)]
+    unknown_off = [s for s in absent if not index.exists(s.symbol)]
     out = []
-    for s in sorted(missed, key=lambda s: (s.source, s.line)):
+    for s in sorted(missed + unknown_off, key=lambda s: (s.source, s.line)):
         got = final.get(s.symbol, "n")
         exists = index.exists(s.symbol) or s.symbol in final
-        out.append(Mismatch(s, got, exists, tuple(_reasons(s, got, final, index))))
+        out.append(Mismatch(s, got, exists, tuple(_reasons(s, got, final, index)), fatal=s not in unknown_off))
     return out
 
 

@@ -151,7 +151,7 @@ def test_verify_names_the_select_that_forces_a_symbol_on(tree: Path) -> None:
 
 def test_verify_names_unknown_symbols_as_such(tree: Path) -> None:
     (miss,) = kconfig.verify({"NO_SUCH": setting("NO_SUCH", "y")}, {}, lambda: kconfig.load_index(tree))
-    assert not miss.exists
+    assert not miss.exists and miss.fatal
     assert "CONFIG_NO_SUCH (frag.config:1): no such symbol" in miss.explain()
 
 
@@ -159,6 +159,7 @@ def test_verify_names_unknown_symbols_asked_to_be_off(tree: Path) -> None:
     wanted = {"NO_SUCH": setting("NO_SUCH", "n"), "GATED": setting("GATED", "n")}
     (miss,) = kconfig.verify(wanted, {}, lambda: kconfig.load_index(tree))
     assert miss.setting.symbol == "NO_SUCH" and "no such symbol" in miss.explain()
+    assert not miss.fatal  # "not set" holds for a symbol nobody can set: a warning, not an error
 
 
 def test_verify_explains_symbols_without_a_prompt(tree: Path) -> None:
