@@ -92,6 +92,16 @@ def test_second_build_is_a_cache_hit_with_json_only_on_stdout(default_kernel: Bu
     assert set(got) >= {"bzimage", "vmlinux", "build_dir", "config", "kernel_version", "config_sha256", "seconds"}
 
 
+def test_a_config_file_as_base_that_resolves_to_the_same_config_is_the_same_build(
+    default_kernel: BuildResult, tmp_path: Path
+) -> None:
+    base = tmp_path / "my.config"
+    shutil.copy(default_kernel.config, base)
+    again = build_kernel(BuildOptions(base=str(base)), quiet())
+    assert again.cached is True
+    assert again.config_sha256 == default_kernel.config_sha256 and again.bzimage == default_kernel.bzimage
+
+
 def test_external_module_builds_against_build_dir(default_kernel: BuildResult, tmp_path: Path) -> None:
     (tmp_path / "hello.c").write_text(
         "#include <linux/module.h>\n"
