@@ -60,6 +60,9 @@ def test_default_kernel_has_page_owner_modules_sysrq_and_virtio(default_kernel: 
         assert config.get(sym) == "y", sym
     for sym in ("VIRTIO_PCI", "VIRTIO_NET", "VIRTIO_BLK", "HW_RANDOM_VIRTIO", "PVPANIC_PCI", "SERIAL_8250_CONSOLE"):
         assert config.get(sym) == "y", sym
+    # The console watcher needs the kernel's own crash reports: BUG/WARN, verbose BUG, the lockup detectors.
+    for sym in ("BUG", "DEBUG_BUGVERBOSE", "SOFTLOCKUP_DETECTOR", "DETECT_HUNG_TASK"):
+        assert config.get(sym) == "y", sym
     assert default_kernel.config_sha256 == hashlib.sha256(default_kernel.config.read_bytes()).hexdigest()
 
 
