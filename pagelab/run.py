@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from pagelab import testmodules
@@ -29,9 +27,8 @@ from pagelab.image import build_image
 from pagelab.junit import Case, write_junit
 from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.pageowner import diff as pdiff
-from pagelab.pageowner.analyse import BUILTIN_MODULE, PAGE_SIZE
 from pagelab.pageowner.export import open_output
-from pagelab.pageowner.render import as_text, render_suspects
+from pagelab.pageowner.render import as_text, mib, render_suspects, table, top_stacks_table
 from pagelab.profile import RunSettings, settings_from
 from pagelab.ui import UI
 from pagelab.vm.guest import Guest, GuestOptions
@@ -264,20 +261,10 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
     return Outcome(report, found, code)
 
 
-def _table(ui: UI, title: str) -> Table:
-    if ui.plain:
-        return Table(title=title, box=box.ASCII, title_justify="left", show_edge=False, pad_edge=False)
-    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", header_style="bold")
-
-
-def _mib(pages: int) -> str:
-    return f"{pages * PAGE_SIZE / (1 << 20):.1f}"
-
-
 def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
     """The terminal report: run summary, snapshots, suspects with trend, top owners, crashes, verdict."""
     s = state.settings
-    t = _table(ui, "Run")
+    t = table(ui, "Run")
     t.show_header = False
     t.add_column("", style=None if ui.plain else "bold")
     t.add_column("")
@@ -295,7 +282,7 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
     ui.print(t)
 
     if state.snapshots:
-        st = _table(ui, "Snapshots")
+        st = table(ui, "Snapshots")
         for col, just in (("#", "right"), ("label", "left"), ("records", "right"), ("pages", "right")):
             st.add_column(col, justify=just)  # type: ignore[arg-type]
         for col in ("MiB", "dump MiB", "seconds", "readers"):
@@ -307,7 +294,7 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
                 taken.label,
                 f"{snap.records or 0:,}",
                 f"{snap.total_pages:,}",
-                _mib(snap.total_pages),
+                mib(snap.total_pages),
                 f"{taken.bytes / (1 << 20):.1f}",
                 f"{taken.seconds:.1f}",
                 str(taken.readers),
@@ -322,18 +309,7 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
             ui.print(Text("No stack grew from the baseline to the last snapshot."))
     if snaps:
         last = snaps[-1]
-        ot = _table(ui, f"Top owners in the last snapshot ({last.label})")
-        ot.add_column("#", justify="right")
-        ot.add_column("pages", justify="right")
-        ot.add_column("MiB", justify="right")
-        ot.add_column("callsite", overflow="fold")
-        ot.add_column("module")
-        ot.add_column("class")
-        for i, stack in enumerate(last.ranked()[: s.top], 1):
-            ot.add_row(
-                str(i), f"{stack.pages:,}", _mib(stack.pages), stack.callsite, stack.module or BUILTIN_MODULE, stack.cls
-            )
-        ui.print(ot)
+        ui.print(top_stacks_table(ui, last, top=s.top, title=f"Top owners in the last snapshot ({last.label})"))
 
     for crash in state.crashes:
         text = Text(f"guest kernel crash ({crash['kind']}): {crash['title']}\n", style=None if ui.plain else "bold red")

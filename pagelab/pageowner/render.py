@@ -32,11 +32,13 @@ _ASCII_BARS = "_.-=+*#@"
 _FRAMES_SHOWN = 8
 
 
-def _mib(pages: int) -> str:
+def mib(pages: int) -> str:
+    """Pages as MiB with one decimal."""
     return f"{pages * PAGE_SIZE / (1 << 20):.1f}"
 
 
-def _table(ui: UI, title: str | None = None) -> Table:
+def table(ui: UI, title: str | None = None) -> Table:
+    """A report table: simple rules in colour, ASCII in plain mode."""
     if ui.plain:
         return Table(title=title, box=box.ASCII, title_justify="left", show_edge=False, pad_edge=False)
     return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", header_style="bold")
@@ -75,7 +77,7 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
     head.append(f"  ({'page_owner dump' if snap.kind == 'dump' else 'show_stacks'})\n")
     if snap.kind == "dump":
         head.append(f"{snap.records:,} records, ")
-    head.append(f"{snap.total_pages:,} pages, {_mib(snap.total_pages)} MiB, {len(snap.stacks):,} stacks")
+    head.append(f"{snap.total_pages:,} pages, {mib(snap.total_pages)} MiB, {len(snap.stacks):,} stacks")
     if snap.filters:
         head.append(f"\nfilters: {' and '.join(snap.filters)}", style=dim)
     ui.print(head)
@@ -84,24 +86,8 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
         return
 
     ranked = snap.ranked()
-    t = _table(ui, f"Top {min(top, len(ranked))} stacks by pages")
-    t.add_column("#", justify="right")
-    t.add_column("pages", justify="right")
-    t.add_column("MiB", justify="right")
-    t.add_column("%", justify="right")
-    if snap.kind == "dump":
-        t.add_column("records", justify="right")
-    t.add_column("callsite", overflow="fold")
-    t.add_column("module")
-    t.add_column("class")
     total = snap.total_pages or 1
-    for i, st in enumerate(ranked[:top], 1):
-        row = [str(i), f"{st.pages:,}", _mib(st.pages), f"{100 * st.pages / total:.1f}"]
-        if snap.kind == "dump":
-            row.append(f"{st.records:,}")
-        row += [st.callsite, st.module or BUILTIN_MODULE, st.cls]
-        t.add_row(*row)
-    ui.print(t)
+    ui.print(top_stacks_table(ui, snap, top=top))
     for i, st in enumerate(ranked[:top], 1):
         _print_stack(ui, i, st)
 
@@ -109,7 +95,7 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
         if key not in snap.available_keys():
             continue
         groups = snap.group(key)
-        g = _table(ui, f"By {key} ({len(groups)} values)")
+        g = table(ui, f"By {key} ({len(groups)} values)")
         g.add_column(key)
         g.add_column("pages", justify="right")
         g.add_column("MiB", justify="right")
@@ -117,7 +103,7 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
         if snap.kind == "dump":
             g.add_column("records", justify="right")
         for grp in groups[:top]:
-            row = [grp.key, f"{grp.pages:,}", _mib(grp.pages), f"{100 * grp.pages / total:.1f}"]
+            row = [grp.key, f"{grp.pages:,}", mib(grp.pages), f"{100 * grp.pages / total:.1f}"]
             if snap.kind == "dump":
                 row.append(f"{grp.records:,}")
             g.add_row(*row)
@@ -147,6 +133,29 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
                 style=dim,
             )
         )
+
+
+def top_stacks_table(ui: UI, snap: Snapshot, *, top: int = 10, title: str | None = None) -> Table:
+    """The top ``top`` stacks of ``snap`` by pages: pages, MiB, %, records (dumps), callsite, module, class."""
+    ranked = snap.ranked()
+    t = table(ui, title or f"Top {min(top, len(ranked))} stacks by pages")
+    t.add_column("#", justify="right")
+    t.add_column("pages", justify="right")
+    t.add_column("MiB", justify="right")
+    t.add_column("%", justify="right")
+    if snap.kind == "dump":
+        t.add_column("records", justify="right")
+    t.add_column("callsite", overflow="fold")
+    t.add_column("module")
+    t.add_column("class")
+    total = snap.total_pages or 1
+    for i, st in enumerate(ranked[:top], 1):
+        row = [str(i), f"{st.pages:,}", mib(st.pages), f"{100 * st.pages / total:.1f}"]
+        if snap.kind == "dump":
+            row.append(f"{st.records:,}")
+        row += [st.callsite, st.module or BUILTIN_MODULE, st.cls]
+        t.add_row(*row)
+    return t
 
 
 def _print_stack(ui: UI, rank: int, st: StackStats) -> None:
@@ -179,7 +188,7 @@ def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
     for title, rows in (("Grown", d.grown[:top]), ("Shrunk", d.shrunk[:top])):
         if not rows:
             continue
-        t = _table(ui, f"{title} ({len(rows)} shown)")
+        t = table(ui, f"{title} ({len(rows)} shown)")
         t.add_column("#", justify="right")
         t.add_column("change", justify="right")
         t.add_column("before", justify="right")
@@ -216,7 +225,7 @@ def _signed_mib(pages: int) -> str:
 def render_suspects(ui: UI, snapshots: Sequence[Snapshot], found: Sequence[Suspect], *, top: int = 10) -> None:
     """Suspects ranked by growth with their per-snapshot pages and a sparkline, then their stacks."""
     labels = " → ".join(s.label for s in snapshots)
-    t = _table(ui, f"Leak suspects ({len(found)} stacks grew over {len(snapshots)} snapshots: {labels})")
+    t = table(ui, f"Leak suspects ({len(found)} stacks grew over {len(snapshots)} snapshots: {labels})")
     t.add_column("#", justify="right")
     t.add_column("growth", justify="right")
     t.add_column("trend")
