@@ -60,9 +60,12 @@ def main() -> int:
             return 4
         cpus = guest.run("nproc").stdout.strip()
         # The baseline is the plain thing a person would type: OpenSSH's client, `cat`, a redirect.
+        # The guest's host key is pagelab's own, pinned through a known_hosts file as everywhere else.
+        known_hosts = Path(tmp) / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{guest.ssh_port} {guest.keys.host_public}\n")
         ssh = [
             "ssh", "-p", str(guest.ssh_port), "-i", str(guest.keys.client_key),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "LogLevel=ERROR",
             "root@127.0.0.1",
         ]  # fmt: skip
         for r in range(args.rounds):
