@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci", action="store_true", help="plain output, junit.xml")
     p.add_argument("--fail-on-growth", metavar="PAGES", type=int, help="exit 1 if top suspect grows more")
     p.add_argument("--top", metavar="N", type=int, help="suspects/owners shown")
+    p.add_argument("--readers", metavar="N", type=int, help="parallel page_owner readers (default: 2 per vCPU)")
     p.set_defaults(func=_cmd_run)
 
     # sort mirrors the C tool's getopt_long parsing (options after the positionals, '--', abbreviations),

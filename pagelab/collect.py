@@ -560,7 +560,7 @@ class Collector:
         return readers, split_ranges(mem.spans, readers * RANGES_PER_READER)
 
     def take(self, label: str) -> SnapshotFile:
-        """Take the next snapshot: raw file first, analysis alongside. Raises InfraError, GuestCrash, InputError."""
+        """Take the next snapshot: raw file first, analysis alongside. Raises InfraError, GuestCrash."""
         index = len(self.taken)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{index:02d}-{label}"
@@ -593,7 +593,14 @@ class Collector:
             # The child is mid-snapshot; a fresh one serves the next call (the raw file so far stays).
             self.close()
             raise
-        snapshot, total = worker.finish()
+        try:
+            snapshot, total = worker.finish()
+        except InputError as err:
+            # The guest wrote this dump, not the user: a dump that does not parse is an infrastructure
+            # failure (exit 4). The raw file stays as the evidence.
+            raise InfraError(
+                f"snapshot {stem}: the guest's page_owner dump did not parse ({err}); raw: {path}"
+            ) from None
         seconds = time.perf_counter() - t0
         taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
         if self.memory.has_show_stacks:

@@ -1,6 +1,6 @@
 """Run profiles: the settings of ``pagelab run`` as TOML, overridden by command-line flags.
 
-A profile has up to four tables; every key mirrors a flag (``fragments`` ↔ ``--fragment``)::
+A profile has up to four tables; every key but ``description`` mirrors a flag (``fragments`` ↔ ``--fragment``)::
 
     description = "what this profile hunts"
     [kernel]      src, base, fragments, jobs
@@ -152,6 +152,9 @@ class RunSettings:
             argv.append("--drop-caches")
         if self.fail_on_growth is not None:
             argv += ["--fail-on-growth", str(self.fail_on_growth)]
+        argv += ["--top", str(self.top)]
+        if self.readers is not None:
+            argv += ["--readers", str(self.readers)]
         return argv
 
     def reproduce(self) -> str:

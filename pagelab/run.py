@@ -21,7 +21,7 @@ from rich.text import Text
 from pagelab import testmodules
 from pagelab import workloads as wl
 from pagelab.artifacts import RunDir, default_out_dir, metadata
-from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader
+from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader, crash_of
 from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
 from pagelab.image import build_image
 from pagelab.junit import Case, write_junit
@@ -44,8 +44,9 @@ class WorkloadRun:
     workload: wl.Workload
     iteration: int
     seconds: float = 0.0
-    status: int | None = None  # None: never ran (the run stopped before)
+    status: int | None = None  # None: never ran, or did not finish (see error)
     output: str = ""
+    error: str | None = None  # why it did not finish: a timeout, a crash, SSH lost
 
 
 @dataclass
@@ -183,12 +184,17 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
             state.runs.append(r)
             ui.step(f"iteration {i}/{s.iterations}: {w.spec}")
             t1 = time.perf_counter()
-            res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
+            try:
+                res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
+            except BaseException as err:
+                # The workload that hung, crashed the kernel or lost SSH must show as such in junit.xml.
+                r.seconds = time.perf_counter() - t1
+                r.error = str(err) or type(err).__name__
+                raise
             r.seconds = time.perf_counter() - t1
             r.status = res.status
             r.output = (res.stdout + res.stderr)[-4000:]
             state.timings["workloads"] = state.timings.get("workloads", 0.0) + r.seconds
-            guest.check_crash()
             if res.status != 0:
                 ui.warn(f"workload {w.spec!r} exited {res.status}: {(res.stderr or res.stdout).strip()[-300:]}")
         _settle(state, guest)
@@ -207,6 +213,7 @@ class Outcome:
     report: dict[str, Any]
     found: list[pdiff.Suspect]
     exit_code: int
+    over_threshold: bool = False  # the top suspect grew more than --fail-on-growth (whatever else happened)
 
 
 def _analyse(state: RunState, ui: UI) -> Outcome:
@@ -216,6 +223,9 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
         found = pdiff.suspects(snaps) if len(snaps) >= 2 else []
     failed_workloads = [r for r in state.runs if r.status not in (None, 0)]
     threshold = s.fail_on_growth if s.fail_on_growth is not None else 0
+    # The rule: exit 1 when the top suspect's growth exceeds --fail-on-growth. Suspects are ranked
+    # by growth, so the top one exceeds it exactly when any does; status "leak" follows the same rule.
+    over = s.fail_on_growth is not None and bool(found) and found[0].growth_pages > s.fail_on_growth
     if state.crashes:
         status, code = "crash", 3
     elif state.error is not None:
@@ -224,8 +234,8 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
         status, code = "error", 4
         state.error = f"{len(failed_workloads)} workload run(s) failed, first: {failed_workloads[0].workload.spec!r}"
     else:
-        status = pdiff.status_of(found, threshold=threshold)
-        code = 1 if (s.fail_on_growth is not None and found and found[0].growth_pages > s.fail_on_growth) else 0
+        status = "leak" if over else pdiff.status_of(found, threshold=threshold)
+        code = 1 if over else 0
     state.timings["total"] = time.time() - state.started
     report = pdiff.to_json(
         snaps,
@@ -258,7 +268,7 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
     ]
     report["fail_on_growth"] = s.fail_on_growth
     report["out"] = str(state.out.path)
-    return Outcome(report, found, code)
+    return Outcome(report, found, code, over)
 
 
 def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
@@ -328,7 +338,7 @@ def _verdict(state: RunState, outcome: Outcome) -> str:
         return f"verdict: the run did not complete: {state.error} (exit 4)"
     top = outcome.found[0] if outcome.found else None
     head = f"top suspect {top.callsite} grew {top.growth_pages:,} pages" if top else "nothing grew"
-    if outcome.exit_code == 1:
+    if outcome.over_threshold:
         return f"verdict: {head}, over --fail-on-growth {s.fail_on_growth} (exit 1)"
     if s.fail_on_growth is not None:
         return f"verdict: {head}, within --fail-on-growth {s.fail_on_growth}"
@@ -351,7 +361,9 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
     cases.append(boot)
     for r in state.runs:
         c = Case("pagelab.run.workloads", f"{r.workload.label} iteration {r.iteration}", r.seconds, output=r.output)
-        if r.status is None:
+        if r.error is not None:
+            c.outcome, c.message = "error", r.error
+        elif r.status is None:
             c.outcome, c.message = "skipped", "the run stopped before this workload finished"
         elif r.status != 0:
             c.outcome, c.message = "failure", f"exited with status {r.status}"
@@ -373,7 +385,7 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
     growth = Case("pagelab.run", "growth")
     if len(state.snapshots) < 2:
         growth.outcome, growth.message = "skipped", "fewer than two snapshots"
-    elif outcome.exit_code == 1:
+    elif outcome.over_threshold:
         top = outcome.found[0]
         growth.outcome = "failure"
         growth.message = f"{top.callsite} grew {top.growth_pages} pages (> --fail-on-growth {s.fail_on_growth})"
@@ -429,7 +441,7 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
             )
     state = RunState(settings, RunDir(out or default_out_dir()))
     ui.step(f"run: {len(workloads)} workload(s) × {settings.iterations} iteration(s) → {state.out.path}")
-    failure: PagelabError | None = None
+    failure: BaseException | None = None
     try:
         kernel, build = _kernel(state, ui)
         modules = _modules(state, workloads, build, ui)
@@ -439,11 +451,17 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
             image = build_image(Path(build.modules_dir) if build and build.modules_dir else None, extra, ui)
         _guest_phase(state, ui, kernel, image, modules, workloads)
     except GuestCrash as err:
-        state.crashes.append({"kind": err.kind, "title": err.title, "excerpt": err.excerpt})
+        state.crashes.append(crash_of(err))
         failure = err
     except PagelabError as err:  # UsageError too: e.g. a kernel built without CONFIG_MODULES
         state.error = str(err)
         failure = err
+    except KeyboardInterrupt as err:
+        state.error = "interrupted"
+        failure = err
+    except Exception as err:  # an unexpected failure must not lose the report of the snapshots taken
+        state.error = f"{type(err).__name__}: {err}"
+        failure = InfraError(f"run failed: {state.error}")
     outcome = _analyse(state, ui)
     render_run(ui, state, outcome)
     _write_artifacts(state, outcome, ui, json_out)

@@ -93,3 +93,11 @@ def test_the_reproducer_command_parses_back_to_the_same_settings() -> None:
     s.profile = again.profile = None
     s.description = again.description = ""
     assert again == s
+
+
+def test_the_reproducer_keeps_top_and_readers(tmp_path: Path) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text('[run]\nworkloads = ["true"]\ntop = 20\nreaders = 4\n')
+    s = settings_from(_args("--profile", str(profile)))
+    again = settings_from(build_parser().parse_args(s.reproduce_argv()[1:]))
+    assert (again.top, again.readers) == (20, 4)

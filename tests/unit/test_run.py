@@ -184,3 +184,48 @@ def test_a_prebuilt_kernel_cannot_take_test_modules_and_must_exist(tmp_path: Pat
         with pytest.raises(UsageError, match=pattern):
             run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_non_monotonic_growth_over_the_threshold_is_exit_1_and_status_leak(tmp_path: Path) -> None:
+    # exit 1 and report.json's status follow one rule, so a nightly summary never says "ok" on exit 1.
+    state = _state(tmp_path, [0, 512, 300], "--fail-on-growth", "200", "--iterations", "2")
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.report["suspects"][0]["monotonic"] is False
+    assert outcome.exit_code == 1 and outcome.report["status"] == "leak"
+
+
+def test_growth_over_the_threshold_fails_in_junit_even_when_a_workload_failed(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0, 256, 512], "--fail-on-growth", "200", "--iterations", "2")
+    state.runs[0].status = 1
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    assert outcome.exit_code == 4
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    cases = {tc.get("name"): tc for tc in ET.parse(state.out.junit_xml).getroot().iter("testcase")}
+    assert cases["growth"].find("failure") is not None
+
+
+def test_a_workload_that_did_not_finish_is_a_junit_error_not_skipped(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0], "--iterations", "1")
+    state.runs.append(WorkloadRun(resolve("leaky-leak 256"), 1, 900.0, None, "", error="timed out after 900 s"))
+    state.error = "timed out after 900 s"
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    cases = {tc.get("name"): tc for tc in ET.parse(state.out.junit_xml).getroot().iter("testcase")}
+    error = cases["leaky-leak-256 iteration 1"].find("error")
+    assert error is not None and "900 s" in error.get("message", "")
+
+
+def test_an_unexpected_error_still_writes_the_report_and_exits_4(tmp_path: Path, monkeypatch) -> None:
+    import pagelab.run as run_module
+    from pagelab.errors import InfraError
+
+    def broken_kernel(state, ui):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_module, "_kernel", broken_kernel)
+    settings = settings_from(build_parser().parse_args(["run", "--workload", "true", "--iterations", "1"]))
+    with pytest.raises(InfraError, match="No space left on device"):
+        run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"] == "error" and "No space left" in report["error"]
+    assert (tmp_path / "out" / "junit.xml").is_file() and (tmp_path / "out" / "metadata.json").is_file()
