@@ -39,18 +39,21 @@ summary="$out/summary.md"
 } >"$summary"
 
 worst=0
+n=0
 for item in "$@"; do
+  n=$((n + 1))
   profile=${item%%:*}
   expected=0
   [ "$item" != "$profile" ] && expected=${item##*:}
   [ -f "$profile" ] || profile="profiles/$profile.toml"
   name=$(basename "$profile" .toml)
-  dir="$out/$name"
+  # Numbered, so the same profile listed twice (e.g. "smoke smoke:1") keeps both runs' artifacts.
+  dir="$out/$(printf %02d "$n")-$name"
   args=(run --profile "$profile" --ci --out "$dir")
   [ -n "$kernel_src" ] && args+=(--kernel-src "$kernel_src")
   echo "nightly: pagelab ${args[*]}"
   start=$(date +%s)
-  .venv/bin/pagelab "${args[@]}" 2>&1 | tee "$out/$name.log"
+  .venv/bin/pagelab "${args[@]}" 2>&1 | tee "$dir.log"
   code=${PIPESTATUS[0]}
   secs=$(( $(date +%s) - start ))
   row=$(.venv/bin/python - "$dir/report.json" <<'PY'

@@ -157,4 +157,5 @@ def test_nightly_script_runs_profiles_and_checks_expected_exits(tmp_path: Path) 
     rows = [line for line in summary.splitlines() if line.startswith("| smoke |")]
     # profile | exit | expected | status | …: both runs exited 0; the second expected 1.
     assert [r.split("|")[2:4] for r in rows] == [[" 0 ", " 0 "], [" 0 ", " 1 "]], summary
-    assert (tmp_path / "smoke" / "junit.xml").is_file() and (tmp_path / "smoke.log").is_file()
+    for run_dir in ("01-smoke", "02-smoke"):
+        assert (tmp_path / run_dir / "junit.xml").is_file() and (tmp_path / f"{run_dir}.log").is_file()
