@@ -219,8 +219,11 @@ def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:
 
 # -- entry point -----------------------------------------------------------------------------------
 def _make_ui(args: argparse.Namespace) -> UI:
-    json_opt = getattr(args, "json", None)
-    data_on_stdout = json_opt == "-" or json_opt is True
+    """Human output goes to stderr when stdout carries data (``--json -``, ``--csv -``, ``--folded -``)."""
+    to_stdout = [f"--{opt}" for opt in ("json", "csv", "folded") if getattr(args, opt, None) == "-"]
+    if len(to_stdout) > 1:
+        raise UsageError(f"{' and '.join(to_stdout)}: only one output can be '-' (stdout)")
+    data_on_stdout = bool(to_stdout) or getattr(args, "json", None) is True
     return UI(plain=bool(getattr(args, "ci", False)), data_on_stdout=data_on_stdout)
 
 

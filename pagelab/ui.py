@@ -7,6 +7,7 @@ Human output (progress, tables, warnings) goes to stderr when stdout carries dat
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +23,20 @@ from rich.progress import (
 )
 
 
+class _Console(Console):
+    """A rich Console that lets a closed pipe (``pagelab report … | head``) end the command quietly.
+
+    rich's own handler raises SystemExit(1), which would read as exit 1, "growth found".
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+        raise BrokenPipeError
+
+
 class UI:
     """Console wrapper handed down the pipeline. ``out`` is for reports, ``err`` for chatter."""
 
@@ -31,9 +46,9 @@ class UI:
         kw: dict[str, Any] = {"highlight": False}
         if plain:
             kw.update(no_color=True, force_terminal=False, color_system=None)
-        self.err = Console(stderr=True, **kw)
+        self.err = _Console(stderr=True, **kw)
         # Reports go to stderr when stdout is reserved for JSON.
-        self.out = self.err if data_on_stdout else Console(**kw)
+        self.out = self.err if data_on_stdout else _Console(**kw)
 
     # -- messages -----------------------------------------------------------------------------
     def info(self, message: str) -> None:

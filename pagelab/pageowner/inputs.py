@@ -66,6 +66,54 @@ class _DecompressErrors(io.RawIOBase):
         super().close()
 
 
+class _ZstdReader(io.RawIOBase):
+    """zstd frames, one after another, as one stream; a stream that ends mid-frame is an InputError.
+
+    (zstandard's stream_reader just stops early on truncated input, which would lose records silently.)
+    """
+
+    def __init__(self, raw: BinaryIO, name: str, chunk: int = 1 << 20) -> None:
+        self._raw = raw
+        self._name = name
+        self._chunk = chunk
+        self._dctx = zstandard.ZstdDecompressor()
+        self._dobj = self._dctx.decompressobj()
+        self._fed = False  # has the current frame's decompressor seen input?
+        self._out = memoryview(b"")
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _decompress(self, data: bytes) -> bytes:
+        parts = []
+        while data:
+            if self._dobj.eof:
+                self._dobj = self._dctx.decompressobj()
+                self._fed = False
+            self._fed = True
+            parts.append(self._dobj.decompress(data))
+            data = self._dobj.unused_data if self._dobj.eof else b""
+        return b"".join(parts)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._out and not self._done:
+            data = self._raw.read(self._chunk)
+            if not data:
+                self._done = True
+                if self._fed and not self._dobj.eof:
+                    raise InputError(self._name, "truncated zstd data (the stream ends inside a frame)")
+                break
+            try:
+                self._out = memoryview(self._decompress(data))
+            except zstandard.ZstdError as err:
+                raise InputError(self._name, f"corrupt zstd data ({err})") from None
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> Iterator[BinaryIO]:
     """Open ``path`` (or stdin for ``-``) as a buffered binary stream, decompressing by magic bytes.
@@ -104,8 +152,9 @@ def open_input(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> Iter
         elif fmt == "bzip2":
             inner = bz2.BZ2File(buffered, "rb")  # type: ignore[assignment]
         else:
-            inner = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[assignment]
-        stream = io.BufferedReader(_DecompressErrors(inner, name, fmt), buffer_size)
+            inner = None  # type: ignore[assignment]
+        raw_stream = _ZstdReader(buffered, name) if inner is None else _DecompressErrors(inner, name, fmt)
+        stream = io.BufferedReader(raw_stream, buffer_size)
         try:
             yield stream  # type: ignore[misc]
         finally:
