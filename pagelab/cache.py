@@ -15,6 +15,9 @@ def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     root = Path(base) / "pagelab"
     root.mkdir(parents=True, exist_ok=True)
+    # Private: the cache holds SSH keys and guest images that embed the pinned host key.
+    if root.stat().st_mode & 0o077:
+        os.chmod(root, 0o700)
     return root
 
 

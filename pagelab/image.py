@@ -357,7 +357,8 @@ def build_image(
         ui.step(f"building guest image ({len(entries)} entries)")
         tmp = directory / f".{IMAGE_NAME}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as f:
+            # 0600: the image embeds the guest's private host key.
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 write_image(entries, f)
             os.replace(tmp, image)
         except BaseException:

@@ -41,7 +41,7 @@ CRASH_PATTERNS: tuple[CrashPattern, ...] = (
     _p("ubsan", r"(?P<title>UBSAN: .*)"),
     _p("kernel_bug", r"(?P<title>kernel BUG at .*)"),
     _p("bug", r"(?P<title>BUG: .*)"),
-    _p("gpf", r"(?P<title>general protection fault.*)"),
+    _p("gpf", r"(?:Oops: )?(?P<title>general protection fault.*)"),
     _p("oops", r"(?P<title>Oops: .*)"),
     _p("panic", r"Kernel panic - not syncing: (?P<title>.*)"),
     _p("warning", r"(?P<title>WARNING: .*)"),
@@ -80,11 +80,21 @@ def strip_timestamp(line: str) -> str:
     return _TIMESTAMP.sub("", line, count=1)
 
 
+# Reported loudly but not fatal: a WARNING ends the session only with panic_on_warn, and then the
+# kernel's "Kernel panic - not syncing: …" line that follows is the crash (design.md, exit codes).
+NONFATAL_KINDS = frozenset({"warning"})
+
+
 def classify_line(line: str) -> tuple[str, str] | None:
-    """``(kind, title)`` if this console line opens a kernel crash report, else None."""
+    """``(kind, title)`` if this console line opens a kernel crash report, else None.
+
+    Headers must start the line (after the printk timestamp): the kernel prints its own reports that
+    way, while other messages only mention the words ("traps: prog[42] general protection fault ip:…"
+    for a user-space fault, "RETBleed: WARNING: …" for a mitigation notice).
+    """
     text = strip_timestamp(line)
     for pattern in CRASH_PATTERNS:
-        m = pattern.regex.search(text)
+        m = pattern.regex.match(text)
         if m:
             return pattern.kind, m.group("title").strip()
     return None
@@ -119,6 +129,7 @@ class ConsoleWatcher:
         self.eof = threading.Event()
         self.crashed = threading.Event()
         self.crashes: list[Crash] = []
+        self.warnings: list[Crash] = []  # NONFATAL_KINDS: reported, the session goes on
         self.times: dict[str, float] = {}
         self.guest_uptime: dict[str, float] = {}
         self.kernel_release: str | None = None
@@ -172,6 +183,10 @@ class ConsoleWatcher:
             if _END_OF_REPORT.search(text) or len(self._open.lines) >= EXCERPT_LINES:
                 self._finish_open_crash()
         found = classify_line(line)
+        if found is not None and found[0] in NONFATAL_KINDS:
+            with self._lock:
+                self.warnings.append(Crash(found[0], found[1], [line], complete=True))
+            return
         if found is not None:
             kind, title = found
             if self._open is None or kind in ("panic",):

@@ -122,6 +122,8 @@ def sweep_stale_run_dirs(parent: Path | None = None) -> list[Path]:
     removed = []
     for run_dir in Path(parent or tempfile.gettempdir()).glob("pagelab-run-*"):
         try:
+            if run_dir.lstat().st_uid != os.getuid():
+                continue  # another user's: never ours to remove
             pid = int((run_dir / "pid").read_text())
         except (OSError, ValueError):
             continue  # not ours, or still being set up
@@ -179,6 +181,7 @@ class Guest:
         self.options = options or GuestOptions()
         self.options.validate()
         self.ui = ui or default_ui()
+        self._warnings_reported = 0  # kernel WARNINGs already reported by check_crash
         self.keys = keys or ensure_keys()
         self.accel = ""
         self.accel_reason = ""
@@ -378,8 +381,16 @@ class Guest:
         return m is not None and m.console is not None and (m.console.crashed.is_set() or m.qmp.panicked.is_set())
 
     def check_crash(self) -> None:
-        """Raise GuestCrash if the console showed a crash (or QEMU reported a guest panic)."""
+        """Raise GuestCrash if the console showed a crash (or QEMU reported a guest panic).
+
+        A kernel WARNING is not a crash without panic_on_warn: it is reported once, loudly.
+        """
         m = self._machine
+        if m is not None and m.console is not None:
+            fresh = m.console.warnings[self._warnings_reported :]
+            self._warnings_reported += len(fresh)
+            for w in fresh:
+                self.ui.warn(f"guest kernel {w.title} (not fatal without panic_on_warn; see {m.console.log_path})")
         if m is None or m.console is None or not self._crash_seen():
             return
         if not m.console.crashed.is_set():

@@ -105,7 +105,10 @@ def _generate_host_key(path: Path) -> None:
 
 
 def _dropbear_public(path: Path) -> str:
-    proc = subprocess.run(["dropbearkey", "-y", "-f", str(path)], capture_output=True, text=True)
+    tool = shutil.which("dropbearkey")
+    if tool is None:
+        raise InfraError("dropbearkey not found: install dropbear-bin (scripts/setup-host.sh)")
+    proc = subprocess.run([tool, "-y", "-f", str(path)], capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("ssh-"):
             return " ".join(line.split()[:2])

@@ -262,7 +262,8 @@ class SSHSession:
         only once connected, so if the guest cannot connect nothing ran and the SSH channel is used.
         """
         token = secrets.token_hex(16).encode()
-        inner = f"printf %s {token.decode()}; {command}"
+        # stdin is empty, as on the SSH channel path (nc -e would make it the socket: a reader would hang).
+        inner = f"exec </dev/null; printf %s {token.decode()}; {command}"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
             listener.bind(("127.0.0.1", 0))
             listener.listen(8)
@@ -302,7 +303,13 @@ class SSHSession:
                             sink(chan.recv(CHUNK))
                         if chan.exit_status_ready() and not chan.recv_stderr_ready():
                             if data is None and (data := self._accept_guest(listener, token)) is None:
-                                break  # the guest never connected, so the command never ran
+                                if b"nc:" in b"".join(early_stderr):
+                                    break  # busybox nc could not connect, so the command never ran
+                                # Something else went wrong after the command may have run: never run it twice.
+                                raise InfraError(
+                                    f"direct stream for {command!r} lost (exit {chan.recv_exit_status()}): "
+                                    + b"".join(early_stderr).decode(errors="replace").strip()[-300:]
+                                )
                             if data_eof:
                                 return chan.recv_exit_status()
                         if deadline is not None and time.monotonic() > deadline:
@@ -325,7 +332,7 @@ class SSHSession:
                 conn, _addr = listener.accept()
             except BlockingIOError:
                 return None
-            conn.settimeout(5.0)
+            conn.settimeout(1.0)  # the guest sends the token at once; don't let a stray client stall us
             got = b""
             try:
                 while len(got) < len(token) and (part := conn.recv(len(token) - len(got))):

@@ -246,6 +246,16 @@ def test_stdout_over_the_ssh_channel_and_over_direct_tcp_are_the_same(guest: Gue
         results.append((status, hashlib.sha256(out).hexdigest(), bytes(err)))
     assert results[0] == results[1]
     assert results[0][0] == 4 and results[0][2] == b"done\n"
+    assert guest._ssh.direct_gateway is not None  # the direct path was used, not silently replaced
+
+
+def test_a_command_that_reads_stdin_sees_end_of_file_on_both_paths(guest: Guest) -> None:
+    assert guest._ssh is not None
+    for direct in (False, True):
+        out = bytearray()
+        assert guest._ssh.run_stream("cat; echo eof", out.extend, 30, direct=direct) == 0
+        assert bytes(out) == b"eof\n"
+    assert guest._ssh.direct_gateway is not None
 
 
 def test_direct_stream_falls_back_to_the_channel_when_the_guest_cannot_connect(guest: Guest) -> None:

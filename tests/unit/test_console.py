@@ -44,6 +44,11 @@ def test_kernel_crash_headers_are_classified(line: str, kind: str, title: str | 
         "[    1.0] page_owner is enabled",
         "[    0.5] Run /init as init process",
         "Booting from ROM..",
+        # A user-space fault and mitigation notices only mention the words: the kernel is fine.
+        "[    7.1] traps: gpbin[93] general protection fault ip:401005 sp:7ffd3c1e8e60 error:0 in gpbin[401000+1000]",
+        "[    0.2] RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable to RETBleed attacks, data leaks!",
+        "[    0.2] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data leaks possible via "
+        "Spectre v2",
     ],
 )
 def test_ordinary_boot_lines_are_not_crashes(line: str) -> None:
@@ -159,3 +164,14 @@ def test_a_newline_free_flood_is_cut_into_lines_and_the_watcher_keeps_up(tmp_pat
 def test_init_failure_reports_are_recognised(tmp_path: Path) -> None:
     w = _feed("pagelab: init started uptime=0.5\npagelab: network setup failed: lo \n", tmp_path)
     assert w.setup_failed.is_set() and w.setup_failure == "network setup failed: lo"
+
+
+def test_a_warning_is_recorded_but_does_not_end_the_session(tmp_path: Path) -> None:
+    watcher = _feed(
+        "[   20.1] WARNING: CPU: 1 PID: 42 at mm/page_alloc.c:4500 __alloc_pages+0x1c/0x54\r\n"
+        "pagelab: ready uptime=1.52 kernel=6.12.0\r\n",
+        tmp_path,
+    )
+    assert watcher.ready.is_set() and not watcher.crashed.is_set() and not watcher.crashes
+    assert [x.kind for x in watcher.warnings] == ["warning"]
+    assert "mm/page_alloc.c:4500" in watcher.warnings[0].title
