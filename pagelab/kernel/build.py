@@ -126,6 +126,7 @@ class _Plan:
     base: str
     base_digest: str
     fragments: tuple[Path, ...]
+    fragment_digests: tuple[str, ...]  # taken with ``wanted``: the key names what was parsed and verified
     wanted: dict[str, kconfig.Setting]
     compiler: str
     make_vars: tuple[str, ...]
@@ -139,7 +140,7 @@ class _Plan:
     @property
     def input_key(self) -> str:
         parts = [self.group, self.src.state, self.base, self.base_digest]
-        parts += [file_sha256(f) for f in self.fragments]
+        parts += self.fragment_digests
         return content_key(parts, 32)
 
 
@@ -158,7 +159,7 @@ def _fragments(opts: BuildOptions) -> list[Path]:
 
 
 def _compiler(make_vars: Sequence[str]) -> str:
-    """First line of the compiler's ``--version`` (what Kbuild records as CC_VERSION_TEXT)."""
+    """The compiler's and the linker's first ``--version`` lines (Kbuild records both in .config)."""
     cc = "gcc"
     for v in make_vars:
         if v.startswith("CC="):
@@ -174,7 +175,13 @@ def _compiler(make_vars: Sequence[str]) -> str:
         raise BuildError(
             f"compiler {cc!r} does not run ({err}); install build-essential (scripts/setup-host.sh)"
         ) from None
-    return out.splitlines()[0].strip() if out else cc
+    version = out.splitlines()[0].strip() if out else cc
+    # Kbuild also records the linker's version in .config (LD_VERSION): a binutils upgrade is a new build.
+    try:
+        ld = subprocess.run(["ld", "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        ld = "ld: unknown"
+    return f"{version} | {ld.strip()}"
 
 
 def _plan(opts: BuildOptions, ui: UI) -> _Plan:
@@ -188,8 +195,12 @@ def _plan(opts: BuildOptions, ui: UI) -> _Plan:
         if not p.is_file():
             raise InputError(base, "--base: expected tinyconfig, defconfig or an existing .config file")
         base = str(p.resolve())
-        base_digest = file_sha256(p)
+        try:
+            base_digest = file_sha256(p)
+        except OSError as err:
+            raise InputError(base, f"--base: cannot read ({err.strerror})") from None
     fragments = _fragments(opts)
+    fragment_digests = tuple(file_sha256(f) for f in fragments)
     wanted = kconfig.requested(fragments)  # parse now: a bad fragment fails before anything slow
     src = resolve_source(opts.kernel_src, ui)
     make_vars = tuple(opts.make_vars)
@@ -199,6 +210,7 @@ def _plan(opts: BuildOptions, ui: UI) -> _Plan:
         base=base,
         base_digest=base_digest,
         fragments=tuple(fragments),
+        fragment_digests=fragment_digests,
         wanted=wanted,
         compiler=_compiler(make_vars),
         make_vars=make_vars,
@@ -506,6 +518,7 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
         proc = subprocess.Popen(
             guarded,
             cwd=cwd,
+            env=kconfig.kbuild_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -583,7 +596,9 @@ def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:
     with open(log, "a", encoding="utf-8") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        rc = subprocess.run(cmd, cwd=plan.src.tree, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        rc = subprocess.run(
+            cmd, cwd=plan.src.tree, stdout=out, stderr=subprocess.STDOUT, check=False, env=kconfig.kbuild_env()
+        ).returncode
     if rc != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-FAILED_TAIL_LINES:])

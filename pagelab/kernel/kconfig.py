@@ -136,12 +136,23 @@ def run_make(tree: Path, objdir: Path, targets: Sequence[str], make_vars: Sequen
     _run_logged(cmd, tree, log, f"make {' '.join(targets)}")
 
 
+def kbuild_env() -> dict[str, str]:
+    """The environment for make and merge_config.sh, without variables that would redirect their output.
+
+    With KCONFIG_CONFIG or KBUILD_OUTPUT set by the user, Kconfig would write another file or directory
+    than the one pagelab verifies and caches.
+    """
+    return {k: v for k, v in os.environ.items() if k not in ("KCONFIG_CONFIG", "KBUILD_OUTPUT")}
+
+
 def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False, env=kbuild_env()
+        )
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
         raise BuildError(f"{what} failed (exit {proc.returncode}); full log: {log}\n{tail}")

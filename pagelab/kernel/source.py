@@ -143,23 +143,22 @@ def _mtimes(tree: Path, names: list[bytes]) -> str:
 
 
 def _walk_state(tree: Path) -> str:
-    """Newest mtime and file count over the tree: cheap (one stat per file), catches any edit."""
-    newest = 0
-    count = 0
+    """A digest of every path, size and mtime in the tree (one stat per file): edits, renames, copies."""
+    h = hashlib.sha256()
     stack = [str(tree)]
     while stack:
         top = stack.pop()
         with contextlib.suppress(OSError), os.scandir(top) as it:
-            for entry in it:
+            for entry in sorted(it, key=lambda e: e.name):
                 if entry.name == ".git":
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
-                else:
-                    count += 1
-                    with contextlib.suppress(OSError):
-                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
-    return content_key(["walk", str(newest), str(count)])
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return content_key(["walk", h.hexdigest()])
 
 
 # -- tarballs ------------------------------------------------------------------------------------

@@ -188,6 +188,8 @@ def test_missing_fragment_and_base_are_usage_errors(tmp_path: Path) -> None:
         build_kernel(BuildOptions(fragments=[str(tmp_path / "nope.config")]), quiet())
     with pytest.raises(InputError, match="--base: expected tinyconfig, defconfig or an existing"):
         build_kernel(BuildOptions(base=str(tmp_path / "x")), quiet())
+    with pytest.raises(InputError, match="--base: cannot read"):
+        build_kernel(BuildOptions(base="/proc/self/mem"), quiet())  # a file that exists but cannot be read
     proc = subprocess.run([*PAGELAB, "build", "--jobs", "0"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "--jobs" in proc.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -119,6 +120,18 @@ def test_plain_tree_state_changes_when_a_file_changes(tmp_path: Path) -> None:
     after = source.resolve_source(str(tree), quiet())
     assert after.identity == before.identity  # same place: build trees are shared
     assert after.state != before.state  # different content: results are not
+
+
+def test_plain_tree_state_changes_when_a_file_is_renamed_or_replaced_with_an_old_mtime(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "linux")
+    (tree / "a.c").write_text("int a;\n")
+    states = [source.resolve_source(str(tree), quiet()).state]
+    (tree / "a.c").rename(tree / "b.c")  # same count, same mtimes
+    states.append(source.resolve_source(str(tree), quiet()).state)
+    (tree / "b.c").write_text("int b; /* longer */\n")
+    os.utime(tree / "b.c", ns=(1, 1))  # like cp -p / rsync -a / tar x: an older mtime
+    states.append(source.resolve_source(str(tree), quiet()).state)
+    assert len(set(states)) == 3
 
 
 def git(tree: Path, *args: str) -> None:
