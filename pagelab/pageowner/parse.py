@@ -456,7 +456,8 @@ class Parser:
         try:
             count = int(value)
         except ValueError:
-            raise _BadInput(f"{key.decode()} is {value[:30]!r}, not a number", rec.count(b"\n")) from None
+            shown = value[:30].decode(errors="replace")
+            raise _BadInput(f"{key.decode()} is {shown!r}, not a number", rec.count(b"\n")) from None
         if count < 0:
             raise _BadInput(f"{key.decode()} is negative ({count})", rec.count(b"\n"))
         if nl < 0:
