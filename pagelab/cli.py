@@ -134,14 +134,14 @@ def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.vm.boot import boot_from_args
+    from pagelab.guest.boot import boot_from_args
 
     # CMD's output is data: its bytes go straight to our stdout/stderr; the UI carries the chatter.
     return boot_from_args(args, ui, sys.stdout.buffer, sys.stderr.buffer)
 
 
 def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.run import run_from_args
+    from pagelab.run.pipeline import run_from_args
 
     return run_from_args(args, ui)
 
@@ -211,7 +211,7 @@ def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.workloads import render_catalogue
+    from pagelab.run.workloads import render_catalogue
 
     render_catalogue(ui)
     return 0

@@ -50,10 +50,11 @@ from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_
 from pagelab.errors import BuildError, InputError, UsageError
 from pagelab.kernel import kconfig
 from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
+from pagelab.resources import kconfigs_dir
 from pagelab.ui import UI
 
 #: kconfigs/ at the top of the project: the fragments every build starts from.
-KCONFIGS = Path(__file__).resolve().parent.parent.parent / "kconfigs"
+KCONFIGS = kconfigs_dir()
 DEFAULT_FRAGMENTS = ("qemu-x86_64.config", "page_owner.config")
 BASES = ("tinyconfig", "defconfig")
 #: Environment variables Kbuild reads that change what gets built: part of the cache key.

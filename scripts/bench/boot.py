@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from pagelab.image import build_image
+from pagelab.guest import Guest, GuestOptions
+from pagelab.guest.image import build_image
+from pagelab.guest.machine import free_port
+from pagelab.guest.qemu import qemu_version
 from pagelab.ui import UI
-from pagelab.vm import Guest, GuestOptions
-from pagelab.vm.machine import free_port
-from pagelab.vm.qemu import qemu_version
 
 
 def raw_qemu_to_banner(kernel: Path, image: Path, accel: str) -> float:

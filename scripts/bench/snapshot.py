@@ -22,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pagelab import workloads as wl
-from pagelab.collect import READER_GUEST_PATH, Collector, build_reader
-from pagelab.image import build_image
+from pagelab.collect.collector import READER_GUEST_PATH, Collector, build_reader
+from pagelab.guest.image import build_image
+from pagelab.guest.session import Guest, GuestOptions
+from pagelab.run import workloads as wl
 from pagelab.ui import UI
-from pagelab.vm.guest import Guest, GuestOptions
 
 
 def main() -> int:

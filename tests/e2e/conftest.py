@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pagelab.image import build_image
+from pagelab.guest.image import build_image
 from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.ui import UI
 

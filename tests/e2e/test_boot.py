@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from pagelab.guest import CommandTimeout, Guest, GuestOptions, HostKeyMismatch
+from pagelab.guest.keys import ensure_keys
+from pagelab.guest.session import sweep_stale_run_dirs
+from pagelab.guest.ssh import SSHSession
 from pagelab.kernel.build import BuildResult
 from pagelab.ui import UI
-from pagelab.vm import CommandTimeout, Guest, GuestOptions, HostKeyMismatch
-from pagelab.vm.guest import sweep_stale_run_dirs
-from pagelab.vm.keys import ensure_keys
-from pagelab.vm.ssh import SSHSession
 
 pytestmark = pytest.mark.vm
 
@@ -317,7 +317,7 @@ def test_check_crash_is_quiet_on_a_healthy_guest(guest: Guest) -> None:
 def test_auto_falls_back_to_tcg_with_a_reason_and_remembers_it(
     kernel_build: BuildResult, guest_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from pagelab.vm.qemu import kvm_usable, load_verdict
+    from pagelab.guest.qemu import kvm_usable, load_verdict
 
     if kvm_usable() is not None:
         pytest.skip(f"no /dev/kvm here ({kvm_usable()}): auto never probes")

@@ -110,11 +110,11 @@ def test_a_kernel_crash_is_exit_3_with_the_crash_and_the_baseline_kept(tmp_path:
 
 def test_parallel_ranges_merge_to_what_cat_reads(tmp_path: Path, kernel_build) -> None:
     """Four po-read ranges at once, merged in order, against one `cat` of the same guest a moment later."""
-    from pagelab import workloads as wl
-    from pagelab.collect import READER_GUEST_PATH, Collector, build_reader
-    from pagelab.image import build_image
+    from pagelab.collect.collector import READER_GUEST_PATH, Collector, build_reader
+    from pagelab.guest.image import build_image
+    from pagelab.guest.session import Guest, GuestOptions
+    from pagelab.run import workloads as wl
     from pagelab.ui import UI
-    from pagelab.vm.guest import Guest, GuestOptions
 
     ui = UI(plain=True, quiet=True)
     extra = wl.guest_files()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pagelab.collect import (
+from pagelab.collect.collector import (
     AnalysisWorker,
     Span,
     SpoolAbandoned,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pagelab.vm.console import ConsoleWatcher, classify_line, is_guest_output, strip_timestamp
+from pagelab.guest.console import ConsoleWatcher, classify_line, is_guest_output, strip_timestamp
 
 # Header lines copied from real kernel reports (x86-64, 6.x).
 CRASH_LINES = [

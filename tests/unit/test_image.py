@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pagelab import image
 from pagelab.errors import BuildError, UsageError
-from pagelab.image import CpioWriter, build_image, guest_layout, image_key, library_closure, parse_ldd, read_cpio
+from pagelab.guest import image
+from pagelab.guest.image import CpioWriter, build_image, guest_layout, image_key, library_closure, parse_ldd, read_cpio
+from pagelab.guest.keys import ensure_keys
 from pagelab.ui import UI
-from pagelab.vm.keys import ensure_keys
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_guest_init_parses_with_busybox_sh() -> None:
 
 
 def test_guest_init_prints_the_lines_the_console_watcher_expects() -> None:
-    from pagelab.vm.console import INIT_LINE, READY_LINE
+    from pagelab.guest.console import INIT_LINE, READY_LINE
 
     text = image.INIT_SCRIPT.read_text()
     init_echo = 'echo "pagelab: init started uptime=1.25"'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pagelab.junit import Case, junit_xml, write_junit
+from pagelab.run.junit import Case, junit_xml, write_junit
 
 
 def _parse(data: bytes) -> ET.Element:

@@ -8,8 +8,8 @@ import pytest
 
 from pagelab.cli import build_parser
 from pagelab.errors import UsageError
-from pagelab.profile import load_profile, settings_from
-from pagelab.workloads import DEFAULT_WORKLOADS
+from pagelab.run.profiles import load_profile, settings_from
+from pagelab.run.workloads import DEFAULT_WORKLOADS
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 

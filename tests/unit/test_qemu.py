@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from pagelab.errors import UsageError
-from pagelab.vm.guest import GuestOptions, bzimage_version
-from pagelab.vm.machine import Machine, PortInUse, free_port
-from pagelab.vm.qemu import AccelVerdict, QemuConfig, load_verdict, parse_memory, save_verdict
+from pagelab.guest.machine import Machine, PortInUse, free_port
+from pagelab.guest.qemu import AccelVerdict, QemuConfig, load_verdict, parse_memory, save_verdict
+from pagelab.guest.session import GuestOptions, bzimage_version
 
 
 def _config(tmp_path: Path, accel: str = "tcg", **kw: object) -> QemuConfig:
@@ -131,7 +131,7 @@ def test_a_child_started_like_qemu_dies_when_pagelab_is_sigkilled(tmp_path: Path
     script = textwrap.dedent(
         """
         import os, subprocess, sys, time
-        from pagelab.vm.machine import _die_with_parent
+        from pagelab.guest.machine import _die_with_parent
         parent = os.getpid()
         p = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: _die_with_parent(parent), start_new_session=True)
         print(p.pid, flush=True)
@@ -160,7 +160,7 @@ def test_a_child_started_like_qemu_dies_when_pagelab_is_sigkilled(tmp_path: Path
 
 def test_a_child_launched_from_a_short_lived_thread_outlives_that_thread() -> None:
     # PR_SET_PDEATHSIG follows the forking *thread*; the launcher thread lives as long as pagelab.
-    from pagelab.vm.machine import _die_with_parent, _launcher
+    from pagelab.guest.machine import _die_with_parent, _launcher
 
     parent = os.getpid()
     box: dict[str, subprocess.Popen[bytes]] = {}

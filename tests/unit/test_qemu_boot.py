@@ -8,7 +8,7 @@ import pytest
 
 from pagelab.cli import main
 from pagelab.errors import UsageError
-from pagelab.vm.boot import command_line, parse_upload
+from pagelab.guest.boot import command_line, parse_upload
 
 
 def test_one_argument_is_a_shell_string() -> None:

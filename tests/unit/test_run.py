@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pagelab.artifacts import RunDir, default_out_dir, kernel_compiler
 from pagelab.cli import build_parser
-from pagelab.collect import SnapshotFile
+from pagelab.collect.collector import SnapshotFile
 from pagelab.errors import UsageError
 from pagelab.pageowner.analyse import SnapshotBuilder
 from pagelab.pageowner.render import as_text
-from pagelab.profile import settings_from
-from pagelab.run import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run
+from pagelab.run.artifacts import RunDir, default_out_dir, kernel_compiler
+from pagelab.run.pipeline import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run
+from pagelab.run.profiles import settings_from
+from pagelab.run.workloads import resolve
 from pagelab.ui import UI
-from pagelab.workloads import resolve
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEAK_FRAMES = (
@@ -152,7 +152,7 @@ def test_the_kernel_compiler_comes_from_the_config(tmp_path: Path) -> None:
 
 
 def test_an_unknown_test_module_is_a_usage_error_naming_the_available_ones(tmp_path: Path) -> None:
-    from pagelab.testmodules import available, build_module
+    from pagelab.kernel.modules import available, build_module
 
     assert "leaky" in available()
     with pytest.raises(UsageError, match=r"available: .*leaky"):
@@ -216,7 +216,7 @@ def test_a_workload_that_did_not_finish_is_a_junit_error_not_skipped(tmp_path: P
 
 
 def test_an_unexpected_error_still_writes_the_report_and_exits_4(tmp_path: Path, monkeypatch) -> None:
-    import pagelab.run as run_module
+    import pagelab.run.pipeline as run_module
     from pagelab.errors import InfraError
 
     def broken_kernel(state, ui):

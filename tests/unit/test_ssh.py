@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pagelab.errors import InfraError
-from pagelab.vm.keys import ensure_keys, public_key_from_line
-from pagelab.vm.ssh import SSHSession
+from pagelab.guest.keys import ensure_keys, public_key_from_line
+from pagelab.guest.ssh import SSHSession
 
 
 def test_keys_are_generated_once_with_private_modes(tmp_path: Path) -> None:

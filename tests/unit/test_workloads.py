@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pagelab import workloads
 from pagelab.errors import UsageError
+from pagelab.run import workloads
 
 
 def test_every_catalogue_script_documents_itself() -> None:

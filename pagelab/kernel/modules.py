@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import BuildError, UsageError
+from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
-MODULES_DIR = Path(__file__).resolve().parent.parent / "guest" / "modules"
+MODULES_DIR = guest_dir() / "modules"
 _TAIL = 15
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pagelab.errors import UsageError
-from pagelab.workloads import DEFAULT_WORKLOADS
+from pagelab.run.workloads import DEFAULT_WORKLOADS
 
 # (table, key) -> (RunSettings attribute, expected type, is a path relative to the profile)
 _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], str]] = {

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pagelab.errors import GuestCrash, UsageError
-from pagelab.image import build_image
+from pagelab.guest.image import build_image
+from pagelab.guest.session import Guest, GuestOptions, bzimage_version
 from pagelab.ui import UI
-from pagelab.vm.guest import Guest, GuestOptions, bzimage_version
 
 
 def parse_upload(spec: str) -> tuple[Path, str]:

@@ -1,6 +1,6 @@
 """SSH to the guest with paramiko: pinned host key, key-only auth, commands, streaming, uploads, a shell.
 
-The guest's host key is the one pagelab generated (vm/keys.py) and the only one accepted
+The guest's host key is the one pagelab generated (guest/keys.py) and the only one accepted
 (RejectPolicy + that key in the known hosts); there are no passwords. Output streams through
 large channel windows in big chunks to a sink callable, never held whole; each call uses its own
 channel, so several can run at once from different threads.
@@ -27,7 +27,7 @@ from typing import Any
 import paramiko
 
 from pagelab.errors import InfraError
-from pagelab.vm.keys import Keys
+from pagelab.guest.keys import Keys
 
 # Big windows let the guest keep sending while the host writes; chunks are read up to this size.
 WINDOW_SIZE = 32 << 20

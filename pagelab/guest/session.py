@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pagelab.errors import GuestCrash, InfraError, UsageError
-from pagelab.ui import UI, default_ui
-from pagelab.vm.keys import Keys, ensure_keys
-from pagelab.vm.machine import Machine, PortInUse, free_port
-from pagelab.vm.qemu import (
+from pagelab.guest.keys import Keys, ensure_keys
+from pagelab.guest.machine import Machine, PortInUse, free_port
+from pagelab.guest.qemu import (
     BOOT_TIMEOUT,
     HOST_GATEWAY,
     KVM_PROOF_DEADLINE,
@@ -35,7 +34,8 @@ from pagelab.vm.qemu import (
     save_verdict,
     verdict_path,
 )
-from pagelab.vm.ssh import CommandResult, HostKeyMismatch, Sink, SSHSession
+from pagelab.guest.ssh import CommandResult, HostKeyMismatch, Sink, SSHSession
+from pagelab.ui import UI, default_ui
 
 PORT_ATTEMPTS = 8
 

@@ -18,20 +18,20 @@ from typing import Any
 
 from rich.text import Text
 
-from pagelab import testmodules
-from pagelab import workloads as wl
-from pagelab.artifacts import RunDir, default_out_dir, metadata
-from pagelab.collect import READER_GUEST_PATH, Collector, SnapshotFile, build_reader, crash_of
+from pagelab.collect.collector import READER_GUEST_PATH, Collector, SnapshotFile, build_reader, crash_of
 from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
-from pagelab.image import build_image
-from pagelab.junit import Case, write_junit
+from pagelab.guest.image import build_image
+from pagelab.guest.session import Guest, GuestOptions
+from pagelab.kernel import modules as kmodules
 from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.pageowner import diff as pdiff
 from pagelab.pageowner.export import open_output
 from pagelab.pageowner.render import as_text, mib, render_suspects, table, top_stacks_table
-from pagelab.profile import RunSettings, settings_from
+from pagelab.run import workloads as wl
+from pagelab.run.artifacts import RunDir, default_out_dir, metadata
+from pagelab.run.junit import Case, write_junit
+from pagelab.run.profiles import RunSettings, settings_from
 from pagelab.ui import UI
-from pagelab.vm.guest import Guest, GuestOptions
 
 WORKLOAD_TIMEOUT = 900.0
 SUITE = "pagelab run"
@@ -100,7 +100,7 @@ def _modules(state: RunState, workloads: list[wl.Workload], build: BuildResult |
         raise UsageError(f"module {names[0]!r}: the kernel was built without CONFIG_MODULES")
     with state.timed("modules"):
         return {
-            n: testmodules.build_module(n, Path(build.build_dir), f"{build.config_sha256}:{build.kernel_version}", ui)
+            n: kmodules.build_module(n, Path(build.build_dir), f"{build.config_sha256}:{build.kernel_version}", ui)
             for n in names
         }
 
@@ -373,7 +373,12 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
         for w in wl.resolve_all(s.workloads):
             if (w.label, i) not in ran:
                 cases.append(
-                    Case("pagelab.run.workloads", f"{w.label} iteration {i}", outcome="skipped", message="not run")
+                    Case(
+                        "pagelab.run.workloads",
+                        f"{w.label} iteration {i}",
+                        outcome="skipped",
+                        message="not run",
+                    )
                 )
     crash = Case("pagelab.run", "crash-free")
     if state.crashes:

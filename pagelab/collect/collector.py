@@ -33,11 +33,12 @@ import zstandard
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
+from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
 PAGE_OWNER = "/sys/kernel/debug/page_owner"
 SHOW_STACKS = "/sys/kernel/debug/page_owner_stacks/show_stacks"
-READER_SOURCE = Path(__file__).resolve().parent.parent / "guest" / "tools" / "po-read.c"
+READER_SOURCE = guest_dir() / "tools" / "po-read.c"
 READER_GUEST_PATH = "/usr/bin/po-read"
 # Several ranges per reader: they are handed out as readers free up, so an uneven spread of allocated
 # pages over the PFN space does not leave one vCPU reading alone at the end.
@@ -54,7 +55,7 @@ Sink = Callable[[bytes], None]
 
 
 class StreamingGuest(Protocol):
-    """What collect needs from ``pagelab.vm.machine.Guest``."""
+    """What collect needs from ``pagelab.guest.machine.Guest``."""
 
     def run(self, cmd: str, timeout: float | None = ...) -> Any: ...
 
@@ -300,7 +301,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 
 def _serve() -> None:
-    """Child process entry point (``python -c 'import pagelab.collect as c; c._serve()'``)."""
+    """Child process entry point (``python -c 'import pagelab.collect.collector as c; c._serve()'``)."""
     # Ctrl-C is the parent's to handle; the child ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
@@ -353,7 +354,7 @@ class AnalysisWorker:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "import pagelab.collect as c; c._serve()"],
+            [sys.executable, "-c", "import pagelab.collect.collector as c; c._serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

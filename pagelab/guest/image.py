@@ -20,12 +20,13 @@ from typing import BinaryIO
 
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import BuildError, UsageError
+from pagelab.guest.keys import HOST_KEY_NAME, Keys, ensure_keys
+from pagelab.resources import guest_dir
 from pagelab.ui import UI, default_ui
-from pagelab.vm.keys import HOST_KEY_NAME, Keys, ensure_keys
 
 # Bump when the layout below changes, so cached images are rebuilt.
 IMAGE_FORMAT = "3"
-GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
+GUEST_DIR = guest_dir()
 INIT_SCRIPT = GUEST_DIR / "init"
 # Extra host tools copied in (with their libraries) when installed; workloads may use them.
 DEFAULT_TOOLS: tuple[str, ...] = ("stress-ng",)

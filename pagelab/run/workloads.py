@@ -17,9 +17,10 @@ from rich import box
 from rich.table import Table
 
 from pagelab.errors import UsageError
+from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
-CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "guest" / "workloads"
+CATALOGUE_DIR = guest_dir() / "workloads"
 GUEST_DIR = "/usr/share/pagelab/workloads"
 
 # The default `pagelab run`: one deliberate growth (files kept on a tmpfs) among churn that must not show.

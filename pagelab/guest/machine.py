@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from qemu.qmp import QMPClient, QMPError
 
 from pagelab.errors import InfraError
-from pagelab.vm.console import ConsoleWatcher
-from pagelab.vm.qemu import QemuConfig
+from pagelab.guest.console import ConsoleWatcher
+from pagelab.guest.qemu import QemuConfig
 
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
