@@ -48,9 +48,3 @@ class InfraError(PagelabError):
 
 class BuildError(InfraError):
     """The kernel (or module, or image) build failed, or its config did not verify (exit 4)."""
-
-
-class GrowthFinding(PagelabError):
-    """Not a failure of pagelab: growth over --fail-on-growth was found (exit 1)."""
-
-    exit_code = 1

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -52,14 +52,6 @@ ZSTD_LEVEL = 3
 CHANNEL_ATTEMPTS = 3
 
 Sink = Callable[[bytes], None]
-
-
-class StreamingGuest(Protocol):
-    """What collect needs from ``pagelab.guest.machine.Guest``."""
-
-    def run(self, cmd: str, timeout: float | None = ...) -> Any: ...
-
-    def run_stream(self, cmd: str, sink: Sink, timeout: float | None = ...) -> int: ...
 
 
 # -- the static reader ------------------------------------------------------------------------------

@@ -33,8 +33,6 @@ DEFAULT_TOOLS: tuple[str, ...] = ("stress-ng",)
 # Not compressed: the kernel's unpacker copies a plain cpio much faster than it gunzips under TCG.
 IMAGE_NAME = "initramfs.cpio"
 
-_S_IFMT = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "char": stat.S_IFCHR}
-
 
 # -- cpio newc ----------------------------------------------------------------------------------------
 class CpioWriter:

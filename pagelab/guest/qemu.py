@@ -30,7 +30,6 @@ KVM_PROOF_DEADLINE = 10.0
 BOOT_TIMEOUT = {"kvm": 30.0, "tcg": 90.0}
 
 # QEMU user networking: the guest is 10.0.2.15/24 and reaches the host's loopback at 10.0.2.2.
-GUEST_ADDRESS = "10.0.2.15"
 HOST_GATEWAY = "10.0.2.2"
 
 _SIZE = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)i?B?$", re.IGNORECASE)

@@ -490,10 +490,3 @@ class SSHSession:
 
 def _text(chunks: list[bytes]) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def port_is_listening(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something accepts TCP connections on host:port (used by tests and diagnostics)."""
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0

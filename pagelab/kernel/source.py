@@ -232,8 +232,3 @@ def _tree_in(unpacked: Path) -> Path:
         if (sub / "Makefile").is_file() and (sub / "Kconfig").is_file():
             return sub
     return subdirs[0] if len(subdirs) == 1 else unpacked
-
-
-def source_fingerprint_text(src: KernelSource) -> str:
-    """The hash input that stands for the sources in result keys."""
-    return hashlib.sha256(f"{src.kind}\0{src.identity}\0{src.state}".encode()).hexdigest()

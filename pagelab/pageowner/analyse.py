@@ -322,10 +322,6 @@ class Snapshot:
 
     # -- views ----------------------------------------------------------------------------------
     @property
-    def total_mib(self) -> float:
-        return self.total_pages * PAGE_SIZE / (1 << 20)
-
-    @property
     def early_pages(self) -> int:
         """Pages allocated before page_owner started (show_stacks does not count them)."""
         return sum(st.pages for st in self.stacks.values() if st.cls == "early")
