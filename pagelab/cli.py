@@ -159,55 +159,24 @@ def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.pageowner import analyse, export, render
+    from pagelab.pageowner.commands import ReportOptions, report
 
-    if args.top < 1:
-        raise UsageError(f"--top {args.top}: expected a positive number of stacks")
-    views = analyse.parse_views(args.by)
-    for expr in args.filter:
-        analyse.parse_filter(expr)  # usage errors before reading a large input
-    with ui.progress(f"reading {args.input}"):
-        snap = analyse.load_snapshot(args.input)
-    for warning in snap.warnings:
-        ui.warn(warning)
-    snap = snap.filtered(args.filter)
-    missing = [k for k in views if k not in snap.available_keys()]
-    if missing:
-        ui.warn(f"--by {', '.join(missing)}: unavailable for show_stacks input (no per-record fields)")
-    render.render_report(ui, snap, top=args.top, views=[k for k in views if k not in missing])
-    if args.json:
-        with export.open_output(args.json, "--json") as fp:
-            export.write_json(export.report_json(snap), fp)
-    if args.csv:
-        with export.open_output(args.csv, "--csv") as fp:
-            export.write_csv(snap, fp)
-    if args.folded:
-        with export.open_output(args.folded, "--folded") as fp:
-            export.write_folded(snap, fp)
-    return 0
+    opts = ReportOptions(
+        input=args.input,
+        top=args.top,
+        by=args.by,
+        filters=args.filter,
+        json=args.json,
+        csv=args.csv,
+        folded=args.folded,
+    )
+    return report(opts, ui)
 
 
 def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
-    import time
+    from pagelab.pageowner.commands import DiffOptions, diff
 
-    from pagelab.pageowner import analyse, diff, export, render
-
-    if args.top < 1:
-        raise UsageError(f"--top {args.top}: expected a positive number of stacks")
-    t0 = time.perf_counter()
-    with ui.progress(f"reading {args.before} and {args.after}"):
-        before = analyse.load_snapshot(args.before)
-        after = analyse.load_snapshot(args.after)
-    for warning in before.warnings + after.warnings:
-        ui.warn(warning)
-    t1 = time.perf_counter()
-    result = diff.diff(before, after)
-    timings = {"parse_s": round(t1 - t0, 3), "diff_s": round(time.perf_counter() - t1, 3)}
-    render.render_diff(ui, result, top=args.top)
-    if args.json:
-        with export.open_output(args.json, "--json") as fp:
-            export.write_json(diff.diff_to_json(result, timings=timings), fp)
-    return 0
+    return diff(DiffOptions(before=args.before, after=args.after, top=args.top, json=args.json), ui)
 
 
 def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:

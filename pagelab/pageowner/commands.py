@@ -1,0 +1,96 @@
+"""The ``pagelab report`` and ``pagelab diff`` commands: validate, load, analyse, render, export.
+
+cli.py parses the command line into a ``ReportOptions`` / ``DiffOptions`` and calls ``report`` / ``diff``;
+everything after parsing happens here. A new flag is a field on the options class (with its default), one
+``add_argument`` in cli.py and the code below that uses it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pagelab.errors import UsageError
+from pagelab.pageowner import analyse, export, render
+from pagelab.pageowner import diff as diff_mod
+from pagelab.ui import UI
+
+
+@dataclass
+class ReportOptions:
+    """What ``pagelab report`` was asked for (``None`` for an output means: not written)."""
+
+    input: str
+    top: int = 10
+    by: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)
+    json: str | None = None
+    csv: str | None = None
+    folded: str | None = None
+
+
+@dataclass
+class DiffOptions:
+    """What ``pagelab diff`` was asked for."""
+
+    before: str
+    after: str
+    top: int = 20
+    json: str | None = None
+
+
+def _check_top(top: int) -> None:
+    if top < 1:
+        raise UsageError(f"--top {top}: expected a positive number of stacks")
+
+
+def report(opts: ReportOptions, ui: UI) -> int:
+    """Render the ranked owner report of one input and write the requested exports; returns the exit code.
+
+    Raises UsageError for bad options and InputError for an unreadable or malformed input.
+    """
+    _check_top(opts.top)
+    views = analyse.parse_views(opts.by)
+    for expr in opts.filters:
+        analyse.parse_filter(expr)  # usage errors before reading a large input
+    with ui.progress(f"reading {opts.input}"):
+        snap = analyse.load_snapshot(opts.input)
+    for warning in snap.warnings:
+        ui.warn(warning)
+    snap = snap.filtered(opts.filters)
+    missing = [k for k in views if k not in snap.available_keys()]
+    if missing:
+        ui.warn(f"--by {', '.join(missing)}: unavailable for show_stacks input (no per-record fields)")
+    render.render_report(ui, snap, top=opts.top, views=[k for k in views if k not in missing])
+    if opts.json:
+        with export.open_output(opts.json, "--json") as fp:
+            export.write_json(export.report_json(snap), fp)
+    if opts.csv:
+        with export.open_output(opts.csv, "--csv") as fp:
+            export.write_csv(snap, fp)
+    if opts.folded:
+        with export.open_output(opts.folded, "--folded") as fp:
+            export.write_folded(snap, fp)
+    return 0
+
+
+def diff(opts: DiffOptions, ui: UI) -> int:
+    """Render per-stack growth between two snapshots and write the requested JSON; returns the exit code.
+
+    Raises UsageError for bad options and InputError for an unreadable or malformed input.
+    """
+    _check_top(opts.top)
+    t0 = time.perf_counter()
+    with ui.progress(f"reading {opts.before} and {opts.after}"):
+        before = analyse.load_snapshot(opts.before)
+        after = analyse.load_snapshot(opts.after)
+    for warning in before.warnings + after.warnings:
+        ui.warn(warning)
+    t1 = time.perf_counter()
+    result = diff_mod.diff(before, after)
+    timings = {"parse_s": round(t1 - t0, 3), "diff_s": round(time.perf_counter() - t1, 3)}
+    render.render_diff(ui, result, top=opts.top)
+    if opts.json:
+        with export.open_output(opts.json, "--json") as fp:
+            export.write_json(diff_mod.diff_to_json(result, timings=timings), fp)
+    return 0
