@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import zstandard
 
@@ -51,7 +51,8 @@ READERS_PER_CPU = 2
 ZSTD_LEVEL = 3
 CHANNEL_ATTEMPTS = 3
 
-Sink = Callable[[bytes], None]
+# What a sink returns is ignored (a compressor's write returns a count).
+Sink = Callable[[bytes], object]
 
 
 # -- the static reader ------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ _HEAD = struct.Struct("<cQ")
 _LEN = struct.Struct("<Q")
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
     data = stream.read(n)
     if data is None or len(data) != n:
         raise EOFError

@@ -531,7 +531,7 @@ class SnapshotBuilder:
                 self._has_pfn = True
         else:
             sp = self._stack_pages
-            sp[item.stack] = sp.get(item.stack, 0) + item.pages  # type: ignore[union-attr]
+            sp[item.stack] = sp.get(item.stack, 0) + item.pages
 
     def feed(self, data: bytes) -> None:
         """Parse ``data`` (any chunk boundary). Raises InputError on bad input."""

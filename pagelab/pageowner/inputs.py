@@ -135,7 +135,8 @@ def open_input(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> Iter
             raise InputError(name, f"cannot open: {err.strerror}") from None
         owned = True
     try:
-        buffered = io.BufferedReader(raw, buffer_size) if owned else raw  # type: ignore[arg-type]
+        # type-var: when owned, raw is the unbuffered FileIO opened above; it is declared BinaryIO for stdin's sake.
+        buffered = io.BufferedReader(raw, buffer_size) if owned else raw  # type: ignore[type-var]
         try:
             head = buffered.peek(8)[:8] if hasattr(buffered, "peek") else b""
         except OSError as err:
@@ -156,7 +157,7 @@ def open_input(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> Iter
         raw_stream = _ZstdReader(buffered, name) if inner is None else _DecompressErrors(inner, name, fmt)
         stream = io.BufferedReader(raw_stream, buffer_size)
         try:
-            yield stream  # type: ignore[misc]
+            yield stream
         finally:
             stream.close()
     finally:
