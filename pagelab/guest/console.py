@@ -143,11 +143,13 @@ class ConsoleWatcher:
     def _run(self) -> None:
         # A line, or 4 KiB without a newline (junk must not grow the buffer). Anchored at the buffer's
         # start, which is always a line start, so a long pending line is never rescanned from every offset.
+        patterns: list[re.Pattern[str] | type[pexpect.EOF] | type[pexpect.TIMEOUT]]
         patterns = [re.compile(r"\A(?:[^\n]{0,4095}\n|[^\n]{4096})"), pexpect.EOF, pexpect.TIMEOUT]
         try:
             while True:
                 index = self._child.expect_list(patterns, timeout=0.5)
                 if index == 0:
+                    assert isinstance(self._child.after, str)  # the match of pattern 0 (an encoding is set)
                     self._on_line(self._child.after.rstrip("\r\n"))
                 elif index == 1:
                     if self._child.before:

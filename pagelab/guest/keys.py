@@ -17,6 +17,7 @@ from pathlib import Path
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paramiko.pkey import UnknownKeyType
 
 from pagelab.cache import atomic_write, cache_dir, file_lock
 from pagelab.errors import InfraError
@@ -55,7 +56,7 @@ def public_key_from_line(line: str) -> paramiko.PKey:
     try:
         blob = base64.b64decode(parts[1], validate=True)
         return paramiko.PKey.from_type_string(parts[0], blob)
-    except (ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as err:
+    except (ValueError, paramiko.SSHException, UnknownKeyType) as err:
         raise InfraError(f"not an OpenSSH public key line: {line!r} ({err})") from None
 
 

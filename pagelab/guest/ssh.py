@@ -282,9 +282,10 @@ class SSHSession:
                         if data is None:
                             data = self._accept_guest(listener, token)
                             if data is not None:
-                                for chunk in early_stderr:
-                                    stderr_sink(chunk)
+                                for early in early_stderr:
+                                    stderr_sink(early)
                         if data is not None and not data_eof:
+                            chunk: bytes | None  # None: nothing yet; b"": end of the stream
                             try:
                                 chunk = data.recv(CHUNK)
                             except BlockingIOError:
@@ -457,7 +458,7 @@ class SSHSession:
                 self._exec(chan, command)
             stdin_open = True
             while True:
-                watch: list[object] = [chan]
+                watch: list[Any] = [chan]  # a channel and a descriptor: select takes both
                 if stdin_open:
                     watch.append(stdin_fd)
                 try:
