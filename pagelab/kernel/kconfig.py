@@ -21,6 +21,9 @@ from pagelab.errors import BuildError, InputError
 
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set\s*$")
+#: A comment line that marks the next setting as wanted only where the tree has the symbol (renamed or
+#: removed symbols, e.g. PROC_SYSCTL, which 7.x folded into SYSCTL): its absence is then a warning.
+_IF_EXISTS = re.compile(r"^#\s*pagelab:\s*if-exists\b")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Setting:
     value: str  # y, m, n, a number or a quoted string, as written
     source: str  # fragment path
     line: int
+    if_exists: bool = False  # marked ``# pagelab: if-exists``: a tree without the symbol only warns
 
 
 def parse_fragment(path: str | os.PathLike[str]) -> list[Setting]:
@@ -50,17 +54,23 @@ def parse_fragment(path: str | os.PathLike[str]) -> list[Setting]:
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(name, f"cannot read fragment ({err})") from None
     out: list[Setting] = []
+    if_exists = False
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if _IF_EXISTS.match(line):
+            if_exists = True
+            continue
         if m := _UNSET.match(line):
-            out.append(Setting(m.group(1), "n", name, lineno))
+            out.append(Setting(m.group(1), "n", name, lineno, if_exists))
+            if_exists = False
         elif m := _SET.match(line):
             value = m.group(2).strip()
             if value == "":
                 raise InputError(
                     name, f"CONFIG_{m.group(1)} has no value (expected y, m, n, a number or a string)", lineno
                 )
-            out.append(Setting(m.group(1), value, name, lineno))
+            out.append(Setting(m.group(1), value, name, lineno, if_exists))
+            if_exists = False
         elif line and not line.startswith("#"):
             raise InputError(name, f"expected `CONFIG_NAME=value` or `# CONFIG_NAME is not set`, got {raw!r}", lineno)
     return out
@@ -436,7 +446,8 @@ class Mismatch:
         s = self.setting
         where = f"{s.source}:{s.line}"
         if not self.exists and not self.fatal:
-            return f"CONFIG_{s.symbol} ({where}): no such symbol in this kernel tree's Kconfig (asked not set: ignored)"
+            why = "marked if-exists" if s.if_exists and s.value != "n" else "asked not set"
+            return f"CONFIG_{s.symbol} ({where}): no such symbol in this kernel tree's Kconfig ({why}: ignored)"
         if not self.exists:
             return f"CONFIG_{s.symbol} ({where}): no such symbol in this kernel tree's Kconfig"
         why = "; ".join(self.reasons) if self.reasons else "olddefconfig changed it (no unmet dependency found)"
@@ -460,7 +471,8 @@ def _same(asked: str, got: str) -> bool:
 def verify(wanted: Mapping[str, Setting], final: Mapping[str, str], index_loader: object = None) -> list[Mismatch]:
     """The requested symbols whose final value differs, each explained from the Kconfig files.
 
-    Also lists (``fatal=False``) symbols asked "not set" that the tree does not have at all.
+    Also lists (``fatal=False``) symbols asked "not set" that the tree does not have at all, and symbols
+    marked ``# pagelab: if-exists`` that it does not have.
 
     ``index_loader`` is a zero-argument callable returning a KconfigIndex; it is only called when
     something did not land (parsing every Kconfig file takes a moment).
@@ -476,7 +488,9 @@ def verify(wanted: Mapping[str, Setting], final: Mapping[str, str], index_loader
     for s in sorted(missed + unknown_off, key=lambda s: (s.source, s.line)):
         got = final.get(s.symbol, "n")
         exists = index.exists(s.symbol) or s.symbol in final
-        out.append(Mismatch(s, got, exists, tuple(_reasons(s, got, final, index)), fatal=s not in unknown_off))
+        # A setting marked if-exists is for the trees that have the symbol: elsewhere it is a warning.
+        fatal = s not in unknown_off and not (s.if_exists and not exists)
+        out.append(Mismatch(s, got, exists, tuple(_reasons(s, got, final, index)), fatal=fatal))
     return out
 
 

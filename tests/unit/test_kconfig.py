@@ -162,6 +162,22 @@ def test_verify_names_unknown_symbols_asked_to_be_off(tree: Path) -> None:
     assert not miss.fatal  # "not set" holds for a symbol nobody can set: a warning, not an error
 
 
+def test_if_exists_marks_only_the_next_setting(tmp_path: Path, tree: Path) -> None:
+    frag = tmp_path / "f.config"
+    frag.write_text("# pagelab: if-exists (renamed in 7.x)\n# why\nCONFIG_NO_SUCH=y\nCONFIG_OTHER=y\n")
+    marked, plain = kconfig.parse_fragment(frag)
+    assert marked.if_exists and marked.line == 3 and not plain.if_exists
+    # Absent from this tree: a warning naming the mark. The unmarked unknown symbol stays fatal.
+    misses = kconfig.verify({"NO_SUCH": marked, "OTHER": plain}, {}, lambda: kconfig.load_index(tree))
+    by = {m.setting.symbol: m for m in misses}
+    assert not by["NO_SUCH"].fatal and "marked if-exists: ignored" in by["NO_SUCH"].explain()
+    assert by["OTHER"].fatal
+    # Present in the tree but not landing: marked or not, that is an error with its reason.
+    gated = kconfig.Setting("PAGE_OWNER", "y", "f.config", 1, if_exists=True)
+    (miss,) = kconfig.verify({"PAGE_OWNER": gated}, {"DEBUG_KERNEL": "n"}, lambda: kconfig.load_index(tree))
+    assert miss.fatal and "depends on" in miss.explain()
+
+
 def test_verify_explains_symbols_without_a_prompt(tree: Path) -> None:
     (miss,) = kconfig.verify({"HIDDEN": setting("HIDDEN", "y")}, {}, lambda: kconfig.load_index(tree))
     assert "no prompt" in miss.explain()
