@@ -46,9 +46,9 @@ class UI:
         kw: dict[str, Any] = {"highlight": False}
         if plain:
             kw.update(no_color=True, force_terminal=False, color_system=None)
-        self.err = _Console(stderr=True, **kw)
+        self.err: Console = _Console(stderr=True, **kw)
         # Reports go to stderr when stdout is reserved for JSON.
-        self.out = self.err if data_on_stdout else _Console(**kw)
+        self.out: Console = self.err if data_on_stdout else _Console(**kw)
 
     # -- messages -----------------------------------------------------------------------------
     def info(self, message: str) -> None:

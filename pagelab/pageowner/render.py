@@ -71,7 +71,7 @@ def _stack_text(ui: UI, stack: Sequence[str], limit: int = _FRAMES_SHOWN) -> Tex
 
 def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str] = ()) -> None:
     """Totals, top stacks with callsite/module/class and their frames, group-by views, fragmentation."""
-    dim = None if ui.plain else "dim"
+    dim = "" if ui.plain else "dim"
     head = Text()
     head.append(f"{snap.source}", style=None if ui.plain else "bold")
     head.append(f"  ({'page_owner dump' if snap.kind == 'dump' else 'show_stacks'})\n")
@@ -159,7 +159,7 @@ def top_stacks_table(ui: UI, snap: Snapshot, *, top: int = 10, title: str | None
 
 
 def _print_stack(ui: UI, rank: int, st: StackStats) -> None:
-    title = Text(f"#{rank} ", style=None if ui.plain else "bold")
+    title = Text(f"#{rank} ", style="" if ui.plain else "bold")
     title.append(f"{st.callsite}  {st.pages:,} pages")
     if st.module:
         title.append(f"  [{st.module}]")
@@ -170,7 +170,7 @@ def _print_stack(ui: UI, rank: int, st: StackStats) -> None:
 
 def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
     """Totals before/after, the top growers (new marked) and the top shrinkers (vanished marked)."""
-    dim = None if ui.plain else "dim"
+    dim = "" if ui.plain else "dim"
     growth = d.total_after - d.total_before
     head = Text()
     head.append(f"{d.before.label} → {d.after.label}: ", style=None if ui.plain else "bold")
@@ -185,10 +185,10 @@ def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
             style=dim,
         )
     ui.print(head)
-    for title, rows in (("Grown", d.grown[:top]), ("Shrunk", d.shrunk[:top])):
+    for caption, rows in (("Grown", d.grown[:top]), ("Shrunk", d.shrunk[:top])):
         if not rows:
             continue
-        t = table(ui, f"{title} ({len(rows)} shown)")
+        t = table(ui, f"{caption} ({len(rows)} shown)")
         t.add_column("#", justify="right")
         t.add_column("change", justify="right")
         t.add_column("before", justify="right")
@@ -199,7 +199,7 @@ def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
         t.add_column("class")
         for i, c in enumerate(rows, 1):
             mark = {"new": "NEW", "vanished": "GONE"}.get(c.status, "")
-            style = None if ui.plain else ("green" if c.delta < 0 else "red")
+            style = "" if ui.plain else ("green" if c.delta < 0 else "red")
             t.add_row(
                 str(i),
                 Text(f"{c.delta:+,}", style=style),
@@ -212,7 +212,7 @@ def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
             )
         ui.print(t)
     for i, c in enumerate(d.grown[: min(top, 5)], 1):
-        title = Text(f"grown #{i} ", style=None if ui.plain else "bold")
+        title = Text(f"grown #{i} ", style="" if ui.plain else "bold")
         title.append(f"{c.callsite}  {c.delta:+,} pages\n")
         title.append_text(_stack_text(ui, c.frames))
         ui.print(title, end="")
@@ -245,7 +245,7 @@ def render_suspects(ui: UI, snapshots: Sequence[Snapshot], found: Sequence[Suspe
         )
     ui.print(t)
     for s in found[: min(top, 5)]:
-        title = Text(f"suspect #{s.rank} ", style=None if ui.plain else "bold")
+        title = Text(f"suspect #{s.rank} ", style="" if ui.plain else "bold")
         title.append(f"{s.callsite}  {s.growth_pages:+,} pages\n")
         title.append_text(_stack_text(ui, s.frames))
         ui.print(title, end="")

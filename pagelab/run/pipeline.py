@@ -322,11 +322,11 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
         ui.print(top_stacks_table(ui, last, top=s.top, title=f"Top owners in the last snapshot ({last.label})"))
 
     for crash in state.crashes:
-        text = Text(f"guest kernel crash ({crash['kind']}): {crash['title']}\n", style=None if ui.plain else "bold red")
+        text = Text(f"guest kernel crash ({crash['kind']}): {crash['title']}\n", style="" if ui.plain else "bold red")
         if crash.get("excerpt"):
             text.append(crash["excerpt"].rstrip() + "\n")
         ui.print(text)
-    ui.print(Text(_verdict(state, outcome), style=None if ui.plain else "bold"))
+    ui.print(Text(_verdict(state, outcome), style="" if ui.plain else "bold"))
 
 
 def _verdict(state: RunState, outcome: Outcome) -> str:
