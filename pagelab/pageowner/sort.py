@@ -35,7 +35,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pagelab.errors import InputError
 from pagelab.pageowner.inputs import display_name, open_input
@@ -174,7 +174,7 @@ class _Reader:
         self.max_distinct: int | None = None  # a worker gives up beyond this (see _Worker)
 
     # ---- the stream ---------------------------------------------------------------------------
-    def feed_stream(self, stream: BinaryIO, progress: Iterator[None] | None = None) -> None:
+    def feed_stream(self, stream: BinaryIO | _Head, progress: Iterator[None] | None = None) -> None:
         """Read ``stream`` to its end. Raises InputError."""
         carry = b""  # the incomplete last record of what was read so far
         consumed_prefix = False  # carry's record has lost its PREFIX to a split on _REC
@@ -327,8 +327,8 @@ class _Reader:
         self.stats.slow_segments += 1
         nul = text.find(b"\x00")
         if nul >= 0:
-            line = self.lineno + text.count(b"\n", 0, nul) + 1
-            raise InputError(self.name, "NUL byte: binary data, expected a page_owner dump (text)", line)
+            at = self.lineno + text.count(b"\n", 0, nul) + 1
+            raise InputError(self.name, "NUL byte: binary data, expected a page_owner dump (text)", at)
         lines = text.split(b"\n")
         last = lines.pop()
         if last:
@@ -555,13 +555,13 @@ class _SortKeys:
     def __init__(self, exact: bool) -> None:
         self.exact = exact
 
-    def txt_parts(self) -> list[Callable[[Entry], object]]:
+    def txt_parts(self) -> list[Callable[[Entry], Any]]:
         """Key functions whose successive stable sorts order entries by text."""
         if self.exact:
             return [_attr("header"), _stack_or_empty]
         return [_attr("txt")]
 
-    def getter(self, name: str) -> Callable[[Entry], object]:
+    def getter(self, name: str) -> Callable[[Entry], Any]:
         if name == "txt":
             return (lambda e: (e.header, e.stack or b"")) if self.exact else _attr("txt")
         if name == "stacktrace":
@@ -683,13 +683,13 @@ def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
             total = os.stat(path).st_size or None
     # Without ts stripping every record is distinct: the worker would only give up.
     parallel = total and total >= _PARALLEL_MIN and opts.strip_ts and _jobs() > 1
-    start = _split_point(path, total) if parallel else None
+    start = _split_point(path, total) if parallel and total else None
     reader = _new_reader(name, opts)
     worker = None
     if start is not None:
         with contextlib.suppress(OSError):  # no fork (process limit, memory): one process does it all
             worker = _Worker(path, start, reader)
-    if worker is None:
+    if worker is None or start is None:
         with open_input(path) as stream:
             return sort_dump(stream, name, opts, ui, total)
     try:
