@@ -206,9 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PagelabError as err:
         ui.error(str(err))
         return err.exit_code
-    except KeyboardInterrupt:
-        ui.error("interrupted")
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where a stage made it unwind (pagelab.procs)
+        from pagelab.procs import signal_of
+
+        ui.error(str(err) or "interrupted")
+        return 128 + signal_of(err)
     except BrokenPipeError:
         # `pagelab report … | head`: the reader left; not an error worth a traceback.
         return 0

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from pagelab.errors import GuestCrash, UsageError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import Guest, GuestOptions, bzimage_version
+from pagelab.procs import signals_interrupt
 from pagelab.ui import UI
 
 
@@ -35,24 +33,6 @@ def command_line(argv: list[str]) -> str | None:
     if not argv:
         return None
     return argv[0] if len(argv) == 1 else shlex.join(argv)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the guest is shut down and the run directory removed."""
-
-    def handler(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def boot_from_args(args: argparse.Namespace, ui: UI, stdout: BinaryIO, stderr: BinaryIO) -> int:
@@ -87,7 +67,8 @@ def boot_from_args(args: argparse.Namespace, ui: UI, stdout: BinaryIO, stderr: B
     image = build_image(modules_dir=modules_dir, ui=ui)
 
     ui.step("booting guest")
-    with _sigterm_as_interrupt():
+    # SIGTERM unwinds like Ctrl-C, so the guest is shut down and the run directory removed.
+    with signals_interrupt():
         try:
             with Guest(kernel, image, options, ui) as guest:  # type: ignore[arg-type]
                 t = guest.timings

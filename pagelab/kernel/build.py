@@ -38,9 +38,8 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_
 from pagelab.errors import BuildError, InputError, UsageError
 from pagelab.kernel import kconfig
 from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
+from pagelab.procs import signals_interrupt
 from pagelab.resources import kconfigs_dir
 from pagelab.ui import UI
 
@@ -528,38 +528,38 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        restore = _sigterm_as_interrupt()
-        live = not ui.plain and not ui.quiet and ui.err.is_terminal
-        t0 = time.monotonic()
-        next_note = t0 + 60
-        try:
-            with ui.progress("compiling", total=estimate) as task:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    out.write(line)
-                    m = _PROGRESS_LINE.match(line)
-                    if m:
-                        count += 1
-                        if estimate is not None and count >= estimate:
-                            estimate = int(count * 1.2) + 5  # the estimate was low: keep the bar moving
-                            task.update(total=estimate)
-                        task.update(completed=count, description=f"compiling {m.group(2)[-40:]:<40}")
-                        if not live and time.monotonic() >= next_note:
-                            # No live bar (CI, a log file): a plain line now and then instead.
-                            next_note = time.monotonic() + 60
-                            of = f"/~{estimate}" if estimate else ""
-                            ui.step(f"compiling: {count}{of} objects, {time.monotonic() - t0:.0f} s")
-            rc = proc.wait()
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            restore()
+        # SIGTERM unwinds like Ctrl-C, so make is stopped and nothing looks valid.
+        with signals_interrupt():
+            live = not ui.plain and not ui.quiet and ui.err.is_terminal
+            t0 = time.monotonic()
+            next_note = t0 + 60
+            try:
+                with ui.progress("compiling", total=estimate) as task:
+                    assert proc.stdout is not None
+                    for line in proc.stdout:
+                        out.write(line)
+                        m = _PROGRESS_LINE.match(line)
+                        if m:
+                            count += 1
+                            if estimate is not None and count >= estimate:
+                                estimate = int(count * 1.2) + 5  # the estimate was low: keep the bar moving
+                                task.update(total=estimate)
+                            task.update(completed=count, description=f"compiling {m.group(2)[-40:]:<40}")
+                            if not live and time.monotonic() >= next_note:
+                                # No live bar (CI, a log file): a plain line now and then instead.
+                                next_note = time.monotonic() + 60
+                                of = f"/~{estimate}" if estimate else ""
+                                ui.step(f"compiling: {count}{of} objects, {time.monotonic() - t0:.0f} s")
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=10)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
     if rc != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         tail = "\n".join(lines[-FAILED_TAIL_LINES:])
@@ -573,18 +573,6 @@ def _die_with_parent() -> None:
     """In the child before exec: ask for SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM unwind like Ctrl-C (so make is stopped and nothing looks valid); returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:

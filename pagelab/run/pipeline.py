@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.pageowner import diff as pdiff
 from pagelab.pageowner.export import open_output
 from pagelab.pageowner.render import as_text, mib, render_suspects, table, top_stacks_table
+from pagelab.procs import defer_interrupts, pending_interrupt, signal_of, signals_interrupt
 from pagelab.run import workloads as wl
 from pagelab.run.artifacts import RunDir, default_out_dir, metadata
 from pagelab.run.junit import Case, write_junit
@@ -67,6 +69,8 @@ class RunState:
     runs: list[WorkloadRun] = field(default_factory=list)
     crashes: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    phase: str = "start"  # what the run was doing: a signal's report names it
+    signal: int | None = None  # the signal that stopped the run (exit 128 + N)
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -84,6 +88,7 @@ def _kernel(state: RunState, ui: UI) -> tuple[Path, BuildResult | None]:
     if s.kernel:
         state.build = {"bzimage": s.kernel, "prebuilt": True}
         return Path(s.kernel), None
+    state.phase = "build"
     with state.timed("build"):
         result = build_kernel(BuildOptions.from_args(s.namespace()), ui)
     state.build = result.to_json()
@@ -129,6 +134,7 @@ def _settle(state: RunState, guest: Any) -> None:
 
 
 def _snapshot(state: RunState, collector: Collector, label: str) -> None:
+    state.phase = f"snapshot {len(collector.taken):02d}-{label}"
     with state.timed("snapshots"):
         state.snapshots.append(collector.take(label))
 
@@ -141,6 +147,7 @@ def _guest_phase(
     options = _guest_options(s, state.out.console_log)
     guest = Guest(kernel, image, options, ui)
     state.booted = False
+    state.phase = "boot"
     try:
         with state.timed("boot"):
             try:
@@ -167,6 +174,7 @@ def _guest_phase(
                 raise InfraError(f"insmod {name} in the guest failed: {(res.stderr or res.stdout).strip()}")
         with Collector(guest, state.out.snapshots, ui, readers=s.readers) as collector:
             _iterations(state, ui, guest, collector, workloads)
+        state.phase = "shutdown"  # set on the way out only: an interrupt names the phase it stopped
         guest.check_crash()
     finally:
         with state.timed("shutdown"):
@@ -183,6 +191,7 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
             r = WorkloadRun(w, i)
             state.runs.append(r)
             ui.step(f"iteration {i}/{s.iterations}: {w.spec}")
+            state.phase = f"workload {w.spec!r} iteration {i}"
             t1 = time.perf_counter()
             try:
                 res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
@@ -228,6 +237,8 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
     over = s.fail_on_growth is not None and bool(found) and found[0].growth_pages > s.fail_on_growth
     if state.crashes:
         status, code = "crash", 3
+    elif state.signal is not None:
+        status, code = "error", 128 + state.signal
     elif state.error is not None:
         status, code = "error", 4
     elif failed_workloads:
@@ -256,6 +267,9 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
             readers=taken.readers,
         )
     report["error"] = state.error
+    report["interrupted"] = (
+        {"signal": signal.Signals(state.signal).name, "phase": state.phase} if state.signal is not None else None
+    )
     report["accel"] = state.guest_info.get("accel")
     report["workloads"] = [
         {
@@ -335,7 +349,7 @@ def _verdict(state: RunState, outcome: Outcome) -> str:
     if rep["status"] == "crash":
         return "verdict: the guest kernel crashed (exit 3)"
     if rep["status"] == "error":
-        return f"verdict: the run did not complete: {state.error} (exit 4)"
+        return f"verdict: the run did not complete: {state.error} (exit {outcome.exit_code})"
     top = outcome.found[0] if outcome.found else None
     head = f"top suspect {top.callsite} grew {top.growth_pages:,} pages" if top else "nothing grew"
     if outcome.over_threshold:
@@ -446,10 +460,33 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
             )
     state = RunState(settings, RunDir(out or default_out_dir()))
     ui.step(f"run: {len(workloads)} workload(s) × {settings.iterations} iteration(s) → {state.out.path}")
-    failure: BaseException | None = None
+    # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the guest is shut down, partial snapshots are
+    # removed, and the report of what was gathered is written before exiting 128 + N.
+    with signals_interrupt():
+        failure = _stages(state, ui, workloads)
+        defer_interrupts()  # a signal from here on must not cut the report short
+        outcome = _analyse(state, ui)
+        render_run(ui, state, outcome)
+        try:
+            _write_artifacts(state, outcome, ui, json_out)
+        except OSError as err:
+            # A full or read-only --out: say so in one line (what was written stays).
+            raise InfraError(f"--out {state.out.path}: cannot write the report: {err.strerror or err}") from None
+        late = pending_interrupt()
+    if failure is not None:
+        raise failure
+    if late is not None:
+        raise late
+    return outcome.exit_code
+
+
+def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseException | None:
+    """Build, image, guest phase; returns what stopped them (None: all done). State keeps the progress."""
     try:
         kernel, build = _kernel(state, ui)
+        state.phase = "modules"
         modules = _modules(state, workloads, build, ui)
+        state.phase = "image"
         with state.timed("image"):
             extra = wl.guest_files()
             extra[READER_GUEST_PATH] = build_reader(ui=ui)
@@ -457,22 +494,19 @@ def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str 
         _guest_phase(state, ui, kernel, image, modules, workloads)
     except GuestCrash as err:
         state.crashes.append(crash_of(err))
-        failure = err
+        return err
     except PagelabError as err:  # UsageError too: e.g. a kernel built without CONFIG_MODULES
         state.error = str(err)
-        failure = err
-    except KeyboardInterrupt as err:
-        state.error = "interrupted"
-        failure = err
+        return err
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (pagelab.procs.Interrupted)
+        state.signal = signal_of(err)
+        state.error = f"interrupted by {signal.Signals(state.signal).name} during {state.phase}"
+        return err
     except Exception as err:  # an unexpected failure must not lose the report of the snapshots taken
         state.error = f"{type(err).__name__}: {err}"
-        failure = InfraError(f"run failed: {state.error}")
-    outcome = _analyse(state, ui)
-    render_run(ui, state, outcome)
-    _write_artifacts(state, outcome, ui, json_out)
-    if failure is not None:
-        raise failure
-    return outcome.exit_code
+        return InfraError(f"run failed: {state.error}")
+    state.phase = "done"
+    return None
 
 
 def run_from_args(args: argparse.Namespace, ui: UI) -> int:
