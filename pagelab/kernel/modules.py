@@ -22,7 +22,7 @@ def available() -> list[str]:
 
 
 def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: int | None = None) -> Path:
-    """``guest/modules/NAME`` built with ``make -C BUILD_DIR M=… modules`` (cached by sources and kernel).
+    """``guest/modules/NAME`` built with ``make -C BUILD_DIR M=DIR MO=DIR modules`` (cached by sources and kernel).
 
     ``kernel_key`` identifies the kernel (its config sha256 and version). Returns the ``.ko``.
     Raises UsageError for an unknown module, BuildError when make fails.
@@ -31,7 +31,7 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
     if not (src / "Makefile").is_file():
         raise UsageError(f"test module {name!r}: no {src}/Makefile (available: {', '.join(available()) or 'none'})")
     files = sorted(p for p in src.iterdir() if p.is_file())
-    key = content_key([kernel_key, str(build_dir), *(f"{p.name}:{file_sha256(p)}" for p in files)])
+    key = content_key([kernel_key, str(build_dir), "MO", *(f"{p.name}:{file_sha256(p)}" for p in files)])
     directory = cache_dir("modules", name, key)
     ko = directory / "src" / f"{name}.ko"
     with file_lock(directory / ".lock"):
@@ -41,7 +41,9 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
         work = directory / "src"
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(src, work)
-        cmd = ["make", "-C", str(build_dir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}", "modules"]
+        # MO= names the output directory (Documentation/kbuild/modules.rst, 6.13+): 7.3 invoked with -C on
+        # an O= build dir writes the objects there instead of into M=. Older trees ignore MO= and use M=.
+        cmd = ["make", "-C", str(build_dir), f"M={work}", f"MO={work}", f"-j{jobs or os.cpu_count() or 1}", "modules"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not ko.exists():
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_TAIL:])
