@@ -5,9 +5,15 @@
  *   echo N > /sys/kernel/debug/leaky/leak    allocate N order-0 pages and keep them
  *   echo N > /sys/kernel/debug/leaky/churn   allocate N order-0 pages and free them again (the control)
  *   cat /sys/kernel/debug/leaky/held         pages held so far
+ *   echo N > /sys/kernel/debug/leaky/slab    kmalloc N 1 KiB objects and keep them (a slab leak)
+ *   echo N > /sys/kernel/debug/leaky/vmalloc vmalloc an N-page area and keep it (a vmalloc leak)
+ *   echo N > /sys/kernel/debug/leaky/cache   allocate N fresh order-0 pages, then free the previous N
+ *                                            (a bounded cache: it never holds more than one batch)
+ *   cat /sys/kernel/debug/leaky/stats        what each path holds now
  *
- * Both paths allocate through the same helper, so their stacks differ only in the caller; whatever is
- * still held is freed when the module is unloaded.
+ * leak and churn allocate through the same helper, so their stacks differ only in the caller. The slab,
+ * vmalloc and cache paths call the allocator from their own noinline function, which is the frame
+ * pagelab must name once it skips the allocator internals. Whatever is held is freed on unload.
  */
 #include <linux/debugfs.h>
 #include <linux/fs.h>
@@ -17,12 +23,23 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #define LEAKY_MAX_PAGES (1UL << 20)
+#define LEAKY_OBJECT_SIZE 1024
 
 static LIST_HEAD(held_pages);
 static unsigned long held_count;
+/* The slab objects and vmalloc areas chain through their own first bytes: no bookkeeping allocations
+ * that would land on the same stacks and blur the page counts. */
+static LIST_HEAD(slab_objects);
+static unsigned long slab_count;
+static LIST_HEAD(vmalloc_areas);
+static unsigned long vmalloc_pages;
+static LIST_HEAD(cache_pages);
+static unsigned long cache_count;
 static DEFINE_MUTEX(leaky_lock);
 static struct dentry *leaky_dir;
 
@@ -82,6 +99,97 @@ static noinline long leaky_churn(unsigned long count)
 	return ret;
 }
 
+static noinline long leaky_slab_leak(unsigned long count)
+{
+	unsigned long i;
+
+	for (i = 0; i < count; i++) {
+		struct list_head *obj = kmalloc(LEAKY_OBJECT_SIZE, GFP_KERNEL);
+
+		if (!obj)
+			return -ENOMEM;
+		list_add_tail(obj, &slab_objects);
+		slab_count++;
+	}
+	return 0;
+}
+
+static noinline long leaky_vmalloc_leak(unsigned long pages)
+{
+	struct list_head *area;
+
+	if (!pages)
+		return 0;
+	area = vmalloc(pages * PAGE_SIZE);
+	if (!area)
+		return -ENOMEM;
+	list_add_tail(area, &vmalloc_areas);
+	vmalloc_pages += pages;
+	return 0;
+}
+
+/* A bounded cache: the fresh batch replaces the previous one, so it never holds more than N pages. */
+static noinline long leaky_cache_refill(unsigned long count)
+{
+	LIST_HEAD(fresh);
+	struct page *page, *next;
+	unsigned long i;
+
+	for (i = 0; i < count; i++) {
+		page = alloc_pages(GFP_KERNEL, 0);
+		if (!page)
+			break;
+		list_add_tail(&page->lru, &fresh);
+	}
+	list_for_each_entry_safe(page, next, &cache_pages, lru) {
+		list_del(&page->lru);
+		__free_pages(page, 0);
+	}
+	list_splice(&fresh, &cache_pages);
+	cache_count = i;
+	return i == count ? 0 : -ENOMEM;
+}
+
+static ssize_t locked_write(const char __user *ubuf, size_t len, long (*fn)(unsigned long))
+{
+	unsigned long count;
+	long err = parse_count(ubuf, len, &count);
+
+	if (err)
+		return err;
+	mutex_lock(&leaky_lock);
+	err = fn(count);
+	mutex_unlock(&leaky_lock);
+	return err ? err : len;
+}
+
+static ssize_t slab_write(struct file *file, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	return locked_write(ubuf, len, leaky_slab_leak);
+}
+
+static ssize_t vmalloc_write(struct file *file, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	return locked_write(ubuf, len, leaky_vmalloc_leak);
+}
+
+static ssize_t cache_write(struct file *file, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	return locked_write(ubuf, len, leaky_cache_refill);
+}
+
+static ssize_t stats_read(struct file *file, char __user *ubuf, size_t len, loff_t *ppos)
+{
+	char buf[160];
+	int n;
+
+	mutex_lock(&leaky_lock);
+	n = scnprintf(buf, sizeof(buf), "leak_pages %lu\nslab_objects %lu\nvmalloc_pages %lu\ncache_pages %lu\n",
+		      held_count, slab_count, vmalloc_pages, cache_count);
+	mutex_unlock(&leaky_lock);
+	return simple_read_from_buffer(ubuf, len, ppos, buf, n);
+}
+
 static ssize_t leak_write(struct file *file, const char __user *ubuf, size_t len, loff_t *ppos)
 {
 	unsigned long count;
@@ -132,12 +240,36 @@ static const struct file_operations held_fops = {
 	.read = held_read,
 };
 
+static const struct file_operations slab_fops = {
+	.owner = THIS_MODULE,
+	.write = slab_write,
+};
+
+static const struct file_operations vmalloc_fops = {
+	.owner = THIS_MODULE,
+	.write = vmalloc_write,
+};
+
+static const struct file_operations cache_fops = {
+	.owner = THIS_MODULE,
+	.write = cache_write,
+};
+
+static const struct file_operations stats_fops = {
+	.owner = THIS_MODULE,
+	.read = stats_read,
+};
+
 static int __init leaky_init(void)
 {
 	leaky_dir = debugfs_create_dir("leaky", NULL);
 	debugfs_create_file("leak", 0200, leaky_dir, NULL, &leak_fops);
 	debugfs_create_file("churn", 0200, leaky_dir, NULL, &churn_fops);
 	debugfs_create_file("held", 0400, leaky_dir, NULL, &held_fops);
+	debugfs_create_file("slab", 0200, leaky_dir, NULL, &slab_fops);
+	debugfs_create_file("vmalloc", 0200, leaky_dir, NULL, &vmalloc_fops);
+	debugfs_create_file("cache", 0200, leaky_dir, NULL, &cache_fops);
+	debugfs_create_file("stats", 0400, leaky_dir, NULL, &stats_fops);
 	return 0;
 }
 
@@ -151,6 +283,22 @@ static void __exit leaky_exit(void)
 		__free_pages(page, 0);
 	}
 	held_count = 0;
+	while (!list_empty(&slab_objects)) {
+		struct list_head *obj = slab_objects.next;
+
+		list_del(obj);
+		kfree(obj);
+	}
+	while (!list_empty(&vmalloc_areas)) {
+		struct list_head *area = vmalloc_areas.next;
+
+		list_del(area);
+		vfree(area);
+	}
+	list_for_each_entry_safe(page, next, &cache_pages, lru) {
+		list_del(&page->lru);
+		__free_pages(page, 0);
+	}
 }
 
 module_init(leaky_init);
