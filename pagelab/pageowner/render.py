@@ -6,7 +6,7 @@ Plain mode (``UI(plain=True)``, ``--ci``, report.txt) uses ASCII tables and an A
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich import box
 from rich.console import Console
@@ -69,8 +69,18 @@ def _stack_text(ui: UI, stack: Sequence[str], limit: int = _FRAMES_SHOWN) -> Tex
     return text
 
 
-def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str] = ()) -> None:
-    """Totals, top stacks with callsite/module/class and their frames, group-by views, fragmentation."""
+def render_report(
+    ui: UI,
+    snap: Snapshot,
+    *,
+    top: int = 10,
+    views: Sequence[str] = (),
+    notes: Mapping[tuple[str, ...], Sequence[str]] | None = None,
+) -> None:
+    """Totals, top stacks with callsite/module/class and their frames, group-by views, fragmentation.
+
+    ``notes``: lines printed under a stack (its source line and MAINTAINERS section, pagelab/source/lens.py).
+    """
     dim = "" if ui.plain else "dim"
     head = Text()
     head.append(f"{snap.source}", style=None if ui.plain else "bold")
@@ -89,7 +99,7 @@ def render_report(ui: UI, snap: Snapshot, *, top: int = 10, views: Sequence[str]
     total = snap.total_pages or 1
     ui.print(top_stacks_table(ui, snap, top=top))
     for i, st in enumerate(ranked[:top], 1):
-        _print_stack(ui, i, st)
+        _print_stack(ui, i, st, (notes or {}).get(st.stack, ()))
 
     for key in views or DEFAULT_VIEWS:
         if key not in snap.available_keys():
@@ -158,12 +168,14 @@ def top_stacks_table(ui: UI, snap: Snapshot, *, top: int = 10, title: str | None
     return t
 
 
-def _print_stack(ui: UI, rank: int, st: StackStats) -> None:
+def _print_stack(ui: UI, rank: int, st: StackStats, notes: Sequence[str] = ()) -> None:
     title = Text(f"#{rank} ", style="" if ui.plain else "bold")
     title.append(f"{st.callsite}  {st.pages:,} pages")
     if st.module:
         title.append(f"  [{st.module}]")
     title.append("\n")
+    for note in notes:
+        title.append(f"    {note}\n", style="" if ui.plain else "green")
     title.append_text(_stack_text(ui, st.stack))
     ui.print(title, end="")
 
@@ -222,8 +234,18 @@ def _signed_mib(pages: int) -> str:
     return f"{pages * PAGE_SIZE / (1 << 20):+.1f}"
 
 
-def render_suspects(ui: UI, snapshots: Sequence[Snapshot], found: Sequence[Suspect], *, top: int = 10) -> None:
-    """Suspects ranked by growth with their per-snapshot pages and a sparkline, then their stacks."""
+def render_suspects(
+    ui: UI,
+    snapshots: Sequence[Snapshot],
+    found: Sequence[Suspect],
+    *,
+    top: int = 10,
+    notes: Mapping[tuple[str, ...], Sequence[str]] | None = None,
+) -> None:
+    """Suspects ranked by growth with their per-snapshot pages and a sparkline, then their stacks.
+
+    ``notes``: lines printed under a suspect, keyed by its frames (source line, section, allocinfo row).
+    """
     labels = " → ".join(s.label for s in snapshots)
     t = table(ui, f"Leak suspects ({len(found)} stacks grew over {len(snapshots)} snapshots: {labels})")
     t.add_column("#", justify="right")
@@ -247,6 +269,8 @@ def render_suspects(ui: UI, snapshots: Sequence[Snapshot], found: Sequence[Suspe
     for s in found[: min(top, 5)]:
         title = Text(f"suspect #{s.rank} ", style="" if ui.plain else "bold")
         title.append(f"{s.callsite}  {s.growth_pages:+,} pages\n")
+        for note in (notes or {}).get(s.frames, ()):
+            title.append(f"    {note}\n", style="" if ui.plain else "green")
         title.append_text(_stack_text(ui, s.frames))
         ui.print(title, end="")
 

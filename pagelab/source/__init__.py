@@ -1,0 +1,1 @@
+"""Where in the source, and whose: frames to file:line (symbolize), MAINTAINERS sections, /proc/allocinfo."""

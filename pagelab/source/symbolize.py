@@ -1,0 +1,346 @@
+"""Page owner frames to source lines: ``shmem_get_folio_gfp+0x164/0x3ec`` → ``mm/shmem.c:2012``.
+
+A frame names a function, an offset into it and the function's size (and ``[module]`` for module
+code). The function's address comes from the binary's symbol table (elf.py): the size picks the right
+definition when a static name occurs twice, and a size that matches no definition means the dump was
+not taken on this build (the frame stays unresolved rather than resolving to a wrong line). Every
+distinct frame of a binary goes to ONE ``addr2line -f -i -a`` process (binutils; chosen by measurement
+against llvm-symbolizer and pyelftools, BENCHMARKS.md "Source lines"), with the inline chain.
+
+Stack frames are return addresses: the call that allocated is the instruction before, so the address
+looked up is ``address - 1`` (as the kernel's own ``scripts/decode_stacktrace.sh`` does).
+
+Results are cached per binary under ``cache_dir("symbols")``, keyed by the GNU build id (a hash of
+the linked content), so a rebuilt vmlinux never reuses another build's lines and a second report of
+the same build runs no addr2line at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pagelab.cache import atomic_write, cache_dir, file_lock
+from pagelab.errors import InfraError, InputError
+from pagelab.source.elf import ET_REL, Elf, ElfError, Symbol
+
+#: ``func+0xOFF/0xSIZE`` with an optional `` [module]`` or `` [module buildid]``.
+_FRAME = re.compile(
+    r"^(?P<sym>[^\s+]+)\+0x(?P<off>[0-9a-fA-F]+)/0x(?P<size>[0-9a-fA-F]+)(?: \[(?P<mod>[^\] ]+)[^\]]*\])?$"
+)
+_LOCATION = re.compile(r"^(?P<file>.*):(?P<line>\d+|\?)(?: \(discriminator \d+\))?$")
+#: Bump when what a cache entry holds changes.
+_CACHE_LAYOUT = "1"
+VMLINUX = "vmlinux"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One source location: the function whose code it is, the file and the line."""
+
+    function: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A frame's location. ``chain`` runs from the innermost inlined code out to the frame's own function.
+
+    ``line`` is the last element: the line in the function the frame names (for a callsite frame, the
+    line of the allocation call as written in that function, even when the allocator helper it calls
+    was inlined). ``chain`` has more than one element when code was inlined at that address.
+    """
+
+    chain: tuple[Line, ...]
+
+    @property
+    def line(self) -> Line:
+        return self.chain[-1]
+
+    @property
+    def source(self) -> str:
+        return str(self.line)
+
+    def to_json(self) -> list[list[str | int]]:
+        return [[ln.function, ln.file, ln.line] for ln in self.chain]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Sequence[str | int]]) -> Resolved:
+        return cls(tuple(Line(str(f), str(p), int(n)) for f, p, n in data))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A parsed printed frame."""
+
+    symbol: str
+    offset: int
+    size: int
+    module: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.symbol}+{self.offset:#x}/{self.size:#x}"
+
+
+def parse(frame: str) -> Frame | None:
+    """A printed frame, or None when it has no ``+0xOFF/0xSIZE`` (a raw address: nothing to resolve)."""
+    m = _FRAME.match(frame.strip())
+    if m is None:
+        return None
+    return Frame(m["sym"], int(m["off"], 16), int(m["size"], 16), m["mod"])
+
+
+@dataclass
+class Binary:
+    """One ELF file frames resolve against: vmlinux, or a module's unstripped ``.ko``."""
+
+    name: str  # "vmlinux" or the module name
+    path: Path
+    elf: Elf
+    build_id: str | None
+    _functions: dict[str, list[Symbol]] | None = None
+
+    @classmethod
+    def open(cls, name: str, path: Path) -> Binary:
+        try:
+            elf = Elf(path)
+            return cls(name, path, elf, elf.build_id())
+        except ElfError as err:
+            raise InputError(str(path), f"cannot read symbols ({err})") from None
+
+    @property
+    def functions(self) -> dict[str, list[Symbol]]:
+        if self._functions is None:
+            self._functions = self.elf.functions()
+        return self._functions
+
+    def symbol_for(self, frame: Frame) -> Symbol | None:
+        """The definition of the frame's function whose size matches, or None."""
+        return next((s for s in self.functions.get(frame.symbol, ()) if s.size == frame.size), None)
+
+    def matches(self, frames: Iterable[Frame]) -> bool:
+        """Every frame's function exists here with the size the dump printed."""
+        return all(self.symbol_for(f) is not None for f in frames)
+
+
+@dataclass
+class Stats:
+    """What one ``resolve`` did: frames asked, answered from the cache, looked up, unresolved."""
+
+    frames: int = 0
+    cached: int = 0
+    looked_up: int = 0
+    unresolved: int = 0
+    processes: int = 0
+    missing_modules: set[str] = field(default_factory=set)
+
+
+class Symbolizer:
+    """Resolves frames against one kernel build: its vmlinux, its modules and extra ``.ko`` files.
+
+    ``modules`` are ``.ko`` files known to belong to the run (test modules, ``--upload``ed ones); the
+    build's own modules (``modules.order``) and the test modules built against it are found on their
+    own. Raises InputError when ``build_dir`` has no readable vmlinux.
+    """
+
+    def __init__(self, build_dir: str | os.PathLike[str], modules: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.build_dir = Path(build_dir)
+        vmlinux = self.build_dir / "vmlinux"
+        if not vmlinux.is_file():
+            raise InputError(str(build_dir), "--build: no vmlinux here (expected a kernel build directory, O=)")
+        self.vmlinux = Binary.open(VMLINUX, vmlinux)
+        self.line_info = self.vmlinux.elf.has_line_info()
+        self.tree = _source_tree(self.build_dir)
+        self._extra = [Path(m) for m in modules]
+        self.stats = Stats()
+
+    # -- module files ------------------------------------------------------------------------------
+    def _module_candidates(self, name: str) -> list[Path]:
+        """``.ko`` files that may hold module ``name``: given ones first, then the build's, then test modules."""
+        stem = name.replace("-", "_")
+        out = [p for p in self._extra if p.name.removesuffix(".ko").replace("-", "_") == stem]
+        order = self.build_dir / "modules.order"
+        if order.is_file():
+            for rel in order.read_text(encoding="utf-8", errors="replace").split():
+                p = self.build_dir / rel.replace(".o", ".ko")
+                if p.stem.replace("-", "_") == stem:
+                    out.append(p)
+        # Test modules (pagelab/kernel/modules.py) are built out of tree under the cache, one dir per
+        # (sources, kernel): the symbol sizes below tell which one the dump ran.
+        built = cache_dir("modules") / name
+        if built.is_dir():
+            out += sorted(built.glob(f"*/src/{name}.ko"), key=lambda p: -p.stat().st_mtime)
+        return [p for p in out if p.is_file()]
+
+    def _module(self, name: str, frames: Sequence[Frame]) -> Binary | None:
+        for path in self._module_candidates(name):
+            try:
+                b = Binary.open(name, path)
+            except InputError:
+                continue
+            if b.elf.type == ET_REL and b.matches(frames):
+                return b
+        return None
+
+    # -- resolving ---------------------------------------------------------------------------------
+    def resolve(self, frames: Iterable[str]) -> dict[str, Resolved | None]:
+        """Every distinct printed frame → its location (None: no line info, unknown symbol or module).
+
+        Raises InfraError when addr2line cannot run.
+        """
+        by_binary: dict[str | None, dict[str, Frame]] = {}
+        out: dict[str, Resolved | None] = {}
+        for text in set(frames):
+            f = parse(text)
+            out[text] = None
+            if f is not None:
+                by_binary.setdefault(f.module, {})[text] = f
+        self.stats.frames += len(out)
+        if not self.line_info:
+            return out
+        for module, group in by_binary.items():
+            binary = self.vmlinux if module is None else self._module(module, list(group.values()))
+            if binary is None:
+                self.stats.missing_modules.add(str(module))
+                continue
+            found = self._resolve_binary(binary, {f.key: f for f in group.values()})
+            for text, f in group.items():
+                out[text] = found.get(f.key)
+        self.stats.unresolved += sum(1 for v in out.values() if v is None)
+        return out
+
+    def _resolve_binary(self, binary: Binary, frames: Mapping[str, Frame]) -> dict[str, Resolved | None]:
+        cache = self._cache_path(binary)
+        known = _load(cache) if cache else {}
+        todo = {k: f for k, f in frames.items() if k not in known}
+        self.stats.cached += len(frames) - len(todo)
+        if todo:
+            fresh = self._addr2line(binary, todo)
+            self.stats.looked_up += len(todo)
+            if cache:
+                with file_lock(cache.with_suffix(".lock")):
+                    merged = _load(cache)
+                    merged.update(fresh)
+                    atomic_write(cache, json.dumps(_dump(merged), separators=(",", ":")))
+            known.update(fresh)
+        return {k: known.get(k) for k in frames}
+
+    def _cache_path(self, binary: Binary) -> Path | None:
+        if binary.build_id is None:
+            return None  # no content key: never cache (a rebuilt file could reuse the name)
+        return cache_dir("symbols") / f"{binary.name}-{binary.build_id}.v{_CACHE_LAYOUT}.json"
+
+    def _addr2line(self, binary: Binary, frames: Mapping[str, Frame]) -> dict[str, Resolved | None]:
+        """One addr2line process per section of ``binary`` (vmlinux: one) for all of ``frames``."""
+        out: dict[str, Resolved | None] = {k: None for k in frames}
+        by_section: dict[str | None, list[tuple[str, int]]] = {}
+        for key, f in frames.items():
+            sym = binary.symbol_for(f)
+            if sym is None:
+                continue
+            # A relocatable .ko numbers each section from 0: addr2line -j SECTION looks up offsets in it.
+            section = sym.section if binary.elf.type == ET_REL else None
+            by_section.setdefault(section, []).append((key, sym.value + max(f.offset - 1, 0)))
+        for section, items in by_section.items():
+            cmd = ["addr2line", "-e", str(binary.path), "-a", "-f", "-i"]
+            if section is not None:
+                cmd += ["-j", section]
+            stdin = "".join(f"{addr:#x}\n" for _, addr in items)
+            try:
+                proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+            except OSError as err:
+                raise InfraError(f"addr2line: cannot run ({err}); install binutils (scripts/setup-host.sh)") from None
+            self.stats.processes += 1
+            if proc.returncode != 0:
+                raise InfraError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-300:]}")
+            records = _parse_addr2line(proc.stdout)
+            for (key, _), chain in zip(items, records.get_all([a for _, a in items]), strict=True):
+                out[key] = self._relative(chain)
+        return out
+
+    def _relative(self, chain: list[Line] | None) -> Resolved | None:
+        if not chain:
+            return None
+        lines = []
+        for ln in chain:
+            path = ln.file
+            for root in (self.tree, self.build_dir):
+                prefix = f"{root}/" if root else None
+                if prefix and path.startswith(prefix):
+                    path = path[len(prefix) :]
+                    break
+            lines.append(Line(ln.function, os.path.normpath(path), ln.line))
+        return Resolved(tuple(lines))
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.by_addr: dict[int, list[Line] | None] = {}
+
+    def get_all(self, addrs: Sequence[int]) -> list[list[Line] | None]:
+        return [self.by_addr.get(a) for a in addrs]
+
+
+def _parse_addr2line(text: str) -> _Records:
+    """``addr2line -a -f -i`` output: an ``0x…`` line, then (function, file:line) pairs, innermost first."""
+    recs = _Records()
+    current: list[Line] | None = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        row = lines[i]
+        if row.startswith("0x"):
+            current = []
+            recs.by_addr[int(row, 16)] = current
+            i += 1
+            continue
+        if current is None or i + 1 >= len(lines):
+            break
+        func, loc = row.strip(), lines[i + 1].strip()
+        i += 2
+        m = _LOCATION.match(loc)
+        if m and m["line"] not in ("?", "0") and m["file"] != "??":
+            current.append(Line("?" if func == "??" else func, m["file"], int(m["line"])))
+    for addr, chain in recs.by_addr.items():
+        if not chain:
+            recs.by_addr[addr] = None
+    return recs
+
+
+def _source_tree(build_dir: Path) -> Path | None:
+    """The kernel tree of an O= build: Kbuild leaves a ``source`` link to it in the output directory."""
+    link = build_dir / "source"
+    try:
+        return link.resolve(strict=True) if link.exists() else None
+    except OSError:
+        return None
+
+
+def _load(path: Path) -> dict[str, Resolved | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: None if v is None else Resolved.from_json(v) for k, v in data.items()}
+
+
+def _dump(entries: Mapping[str, Resolved | None]) -> dict[str, object]:
+    return {k: None if v is None else v.to_json() for k, v in entries.items()}
+
+
+HOW_TO_GET_LINES = "rebuild with `--fragment debuginfo` for file:line and MAINTAINERS sections"
+
+
+def no_line_info_hint(build_dir: str | os.PathLike[str]) -> str:
+    """The one-time note when the build has no line tables."""
+    return f"{build_dir}/vmlinux has no DWARF line tables: source and subsystem are null; {HOW_TO_GET_LINES}"
