@@ -304,29 +304,56 @@ def _serve() -> None:
             payload = _read_exact(inp, n)
             if kind != b"B":
                 continue
-            path, label = payload.decode().split("\0", 1)
-            reply = pickle.dumps(_one_snapshot(inp, path, label), protocol=pickle.HIGHEST_PROTOCOL)
+            path, label, name = payload.decode().split("\0", 2)
+            reply = pickle.dumps(_one_snapshot(inp, path, label, name), protocol=pickle.HIGHEST_PROTOCOL)
             out.write(_LEN.pack(len(reply)) + reply)
             out.flush()
 
 
-def _one_snapshot(inp: BinaryIO, path: str, label: str) -> tuple[str, Any, int]:
-    builder = SnapshotBuilder(label=label, source=path, name=path)
+def _one_snapshot(inp: BinaryIO, path: str, label: str, name: str) -> tuple[str, Any, int]:
+    """Compress the dump to ``path`` and parse it (named ``name``, the file it will be renamed to).
+
+    Reads to the end message whatever fails, so the next snapshot starts in step.
+    """
+    builder = SnapshotBuilder(label=label, source=name, name=name)
     total = 0
     error: tuple[str, ...] | None = None
-    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+    write_error: OSError | None = None
+    raw: BinaryIO | None = None
+    zst: Any = None
+    try:
+        raw = open(path, "wb")
+        zst = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw)
+    except OSError as err:
+        write_error = err
+    try:
         while True:
             kind, n = _HEAD.unpack(_read_exact(inp, _HEAD.size))
             if kind == b"E":
                 break
             data = _read_exact(inp, n)
             total += n
-            zst.write(data)
+            if write_error is None:
+                try:
+                    zst.write(data)
+                except OSError as err:  # a full --out: keep reading, report it at the end
+                    write_error = err
             if error is None:
                 try:
                     builder.feed(data)
                 except InputError as err:  # keep writing the raw file: it is the evidence
                     error = ("input", err.source, err.detail, str(err.line or ""))
+        if write_error is None:
+            try:
+                zst.close()  # the frame's end, then the file
+            except OSError as err:
+                write_error = err
+    finally:
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.close()
+    if write_error is not None:
+        return ("error", ("write", f"cannot write {name}: {write_error.strerror or write_error}"), total)
     if error is None:
         try:
             return ("ok", builder.finish(), total)
@@ -362,8 +389,9 @@ class AnalysisWorker:
         except (BrokenPipeError, OSError, ValueError):
             raise InfraError("the snapshot analysis process died") from None
 
-    def begin(self, path: Path, label: str) -> None:
-        self._send(b"B", f"{path}\0{label}".encode())
+    def begin(self, path: Path, label: str, name: Path | None = None) -> None:
+        """Start a snapshot written to ``path``, parsed as ``name`` (default ``path``)."""
+        self._send(b"B", f"{path}\0{label}\0{name or path}".encode())
 
     def feed(self, data: bytes) -> None:
         self._send(b"D", data)
@@ -381,6 +409,8 @@ class AnalysisWorker:
             return result, total
         if result[0] == "input":
             raise InputError(result[1], result[2], int(result[3]) if result[3] else None)
+        if result[0] == "write":
+            raise InfraError(result[1])
         raise InfraError(f"snapshot analysis failed: {result[1]}")
 
     def close(self) -> None:
@@ -559,11 +589,14 @@ class Collector:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{index:02d}-{label}"
         path = self.out_dir / f"{stem}.page_owner.zst"
+        # Written under a temporary name and renamed when complete: a snapshot file that exists is
+        # whole (a killed QEMU, a signal or a full disk leaves no half file named like a snapshot).
+        partial = self.out_dir / f".{stem}.page_owner.zst.partial"
         readers, ranges = self.plan()
         self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
         t0 = time.perf_counter()
         worker = self._worker()
-        worker.begin(path, label)
+        worker.begin(partial, label, path)
 
         def job(start: int, end: int | None) -> Callable[[Sink], None]:
             cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
@@ -584,17 +617,25 @@ class Collector:
                     on_job_done=lambda i: bar.update(completed=i + 1),
                 )
         except BaseException:
-            # The child is mid-snapshot; a fresh one serves the next call (the raw file so far stays).
+            # The child is mid-snapshot; a fresh one serves the next call. close() waits for it to exit,
+            # so the partial file is finished with when it is removed.
             self.close()
+            partial.unlink(missing_ok=True)
             raise
         try:
             snapshot, total = worker.finish()
         except InputError as err:
             # The guest wrote this dump, not the user: a dump that does not parse is an infrastructure
-            # failure (exit 4). The raw file stays as the evidence.
+            # failure (exit 4). The raw file stays as the evidence, under a name no snapshot has.
+            evidence = path.with_name(f"{stem}.page_owner.unparsed.zst")
+            os.replace(partial, evidence)
             raise InfraError(
-                f"snapshot {stem}: the guest's page_owner dump did not parse ({err}); raw: {path}"
+                f"snapshot {stem}: the guest's page_owner dump did not parse ({err}); raw: {evidence}"
             ) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
         seconds = time.perf_counter() - t0
         taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
         if self.memory.has_show_stacks:
@@ -611,8 +652,14 @@ class Collector:
         return taken
 
     def _save_stream(self, cmd: str, path: Path) -> None:
-        with open(path, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
-            _run_stream(self.guest, cmd, zst.write, self.timeout)
+        partial = path.with_name(f".{path.name}.partial")  # renamed when complete, as in take()
+        try:
+            with open(partial, "wb") as raw, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw) as zst:
+                _run_stream(self.guest, cmd, zst.write, self.timeout)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
 
 
 def crash_of(err: GuestCrash) -> dict[str, str]:

@@ -235,6 +235,8 @@ def _result_from(entry: Path, *, cached: bool, seconds: float) -> BuildResult | 
     bzimage = obj / "arch" / "x86" / "boot" / "bzImage"
     if meta.get("layout") != LAYOUT or not bzimage.is_file() or not (obj / ".config").is_file():
         return None
+    if meta.get("bzimage_bytes", bzimage.stat().st_size) != bzimage.stat().st_size:
+        return None  # truncated or overwritten since the build: rebuilt, never booted
     modules = entry / "modules" if meta.get("modules") else None
     if modules is not None and not modules.is_dir():
         return None
@@ -496,6 +498,7 @@ def _build_entry(
     modules = _install_modules(plan, obj, entry, log) if config.get("MODULES") == "y" else None
     atomic_write(entry / "objects", str(objects))
     meta = _metadata(plan, entry, release, config_sha, make_cmd, build_seconds, objects, modules is not None)
+    meta["bzimage_bytes"] = (obj / "arch" / "x86" / "boot" / "bzImage").stat().st_size
     atomic_write(entry / "metadata.json", json.dumps(meta, indent=2) + "\n")
     result = _result_from(entry, cached=False, seconds=time.monotonic() - started)
     if result is None:

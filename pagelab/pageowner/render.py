@@ -180,7 +180,9 @@ def _print_stack(ui: UI, rank: int, st: StackStats, notes: Sequence[str] = ()) -
     ui.print(title, end="")
 
 
-def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
+def render_diff(
+    ui: UI, d: Diff, *, top: int = 20, notes: Mapping[tuple[str, ...], Sequence[str]] | None = None
+) -> None:
     """Totals before/after, the top growers (new marked) and the top shrinkers (vanished marked)."""
     dim = "" if ui.plain else "dim"
     growth = d.total_after - d.total_before
@@ -226,6 +228,8 @@ def render_diff(ui: UI, d: Diff, *, top: int = 20) -> None:
     for i, c in enumerate(d.grown[: min(top, 5)], 1):
         title = Text(f"grown #{i} ", style="" if ui.plain else "bold")
         title.append(f"{c.callsite}  {c.delta:+,} pages\n")
+        for note in (notes or {}).get(c.frames, ()):
+            title.append(f"    {note}\n", style="" if ui.plain else "green")
         title.append_text(_stack_text(ui, c.frames))
         ui.print(title, end="")
 

@@ -123,10 +123,3 @@ def annotate_stacks(entries: Iterable[dict[str, Any]], where: Mapping[tuple[str,
     for e in entries:
         w = where.get(tuple(e.get("frames") or ()), NOWHERE) if where is not None else NOWHERE
         e.update(w.to_json())
-
-
-def split_views(keys: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``--by`` values as (the analyser's keys, this lens's keys): ``file`` and ``subsystem`` are ours."""
-    ours = [k for raw in keys for k in raw.split(",") if k.strip().lower() in SOURCE_KEYS]
-    theirs = [",".join(k for k in raw.split(",") if k.strip().lower() not in SOURCE_KEYS) for raw in keys]
-    return [t for t in theirs if t], [k.strip().lower() for k in ours]

@@ -1,0 +1,209 @@
+"""What ``pagelab report``/``diff`` add with the source lens: ``--build DIR``, ``--by file|subsystem``,
+source lines and sections under stacks, allocinfo inputs and the allocinfo rows of suspects.
+
+pageowner/commands.py calls these; they keep the command bodies to a few lines each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.text import Text
+
+from pagelab.errors import UsageError
+from pagelab.pageowner import export
+from pagelab.pageowner.analyse import Snapshot
+from pagelab.pageowner.render import mib, table
+from pagelab.source import allocinfo as ai
+from pagelab.source.lens import NOWHERE, SOURCE_KEYS, SourceLens, Where, annotate_stacks, group, open_lens
+from pagelab.ui import UI
+
+Notes = dict[tuple[str, ...], list[str]]
+
+
+def lens_for(build: str | None, ui: UI, modules: Iterable[str] = ()) -> SourceLens | None:
+    """The lens of ``--build DIR`` (None without it); says once when the build has no line tables."""
+    lens = open_lens(build, modules)
+    if lens is not None and (hint := lens.hint()):
+        ui.info(hint)
+    return lens
+
+
+def where_for(lens: SourceLens | None, stacks: Iterable[Sequence[str]], ui: UI) -> dict[tuple[str, ...], Where]:
+    """Every stack's Where (empty without a lens); a note when a module's .ko was not found."""
+    if lens is None:
+        return {}
+    with ui.progress("resolving source lines"):
+        where = lens.where(stacks)
+    missing = lens.symbolizer.stats.missing_modules
+    if missing and lens.line_info:
+        ui.info(f"no matching .ko for module(s) {', '.join(sorted(missing))}: their frames stay unresolved")
+    return where
+
+
+def note_lines(where: Where, row: ai.Growth | None = None) -> list[str]:
+    """The lines printed under a stack: ``at FILE:LINE  · SECTION`` and the allocinfo row."""
+    out = []
+    if where.source:
+        out.append(f"at {where.source}" + (f"  · {where.subsystem}" if where.subsystem else ""))
+        for ln in where.chain[:-1]:
+            out.append(f"   inlined {ln.function} at {ln}")
+    if row is not None:
+        out.append(
+            f"allocinfo {row.site.location}"
+            + (f" [{row.site.module}]" if row.site.module else "")
+            + f" func:{row.site.function}  {row.bytes:+,} bytes, {row.calls:+,} calls"
+        )
+    return out
+
+
+def notes_for(where: Mapping[tuple[str, ...], Where]) -> Notes:
+    return {s: lines for s, w in where.items() if (lines := note_lines(w))}
+
+
+def split_views(by: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--by`` values as (the analyser's, ``file``/``subsystem``)."""
+    theirs, ours = [], []
+    for raw in by:
+        keep = []
+        for k in raw.split(","):
+            (ours if k.strip().lower() in SOURCE_KEYS else keep).append(k.strip().lower() if k.strip() else k)
+        if any(k.strip() for k in keep):
+            theirs.append(",".join(keep))
+    return theirs, list(dict.fromkeys(ours))
+
+
+def check_views(views: Sequence[str], build: str | None) -> None:
+    if views and build is None:
+        raise UsageError(f"--by {', '.join(views)}: needs --build DIR (a kernel build with --fragment debuginfo)")
+
+
+def render_views(
+    ui: UI, snap: Snapshot, views: Sequence[str], where: Mapping[tuple[str, ...], Where], top: int
+) -> None:
+    """The ``--by file`` / ``--by subsystem`` tables."""
+    total = snap.total_pages or 1
+    for key in views:
+        groups = group(snap, key, where)
+        t = table(ui, f"By {key} of the callsite ({len(groups)} values)")
+        t.add_column(key, overflow="fold")
+        for col in ("pages", "MiB", "%"):
+            t.add_column(col, justify="right")
+        for g in groups[:top]:
+            t.add_row(g.key, f"{g.pages:,}", mib(g.pages), f"{100 * g.pages / total:.1f}")
+        if len(groups) > top:
+            t.caption = f"{len(groups) - top} more not shown (--top)"
+        ui.print(t)
+
+
+def annotate_report(
+    data: dict[str, Any], snap: Snapshot, where: Mapping[tuple[str, ...], Where], views: Sequence[str]
+) -> None:
+    """report.json: ``source``/``subsystem`` on every stack; the ``--by file|subsystem`` groups."""
+    annotate_stacks(data.get("stacks", ()), where)
+    for key in views:
+        data.setdefault("groups", {})[key] = [
+            {"key": g.key, "pages": g.pages, "records": g.records} for g in group(snap, key, where)
+        ]
+
+
+def annotate_suspects(
+    rows: Iterable[dict[str, Any]],
+    where: Mapping[tuple[str, ...], Where],
+    growth: Sequence[ai.Growth] | None = None,
+) -> None:
+    """Suspect rows gain ``source``/``subsystem`` and, with allocinfo, the row of their callsite function."""
+    for r in rows:
+        w = where.get(tuple(r.get("frames") or ()), NOWHERE)
+        r.update(w.to_json())
+        if growth is not None:
+            hit = ai.join(r.get("callsite", ""), r.get("module"), growth)
+            r["allocinfo"] = hit.to_json() if hit else None
+
+
+# -- allocinfo inputs --------------------------------------------------------------------------------
+def report_allocinfo(path: str, ui: UI, *, top: int, json_out: str | None) -> int:
+    """``pagelab report FILE.allocinfo``: callsites by live bytes."""
+    info = ai.load(path)
+    rows = info.ranked()
+    head = Text(f"{info.source}", style=None if ui.plain else "bold")
+    head.append(f"  (allocinfo {info.version})\n{len(rows):,} callsites, {info.total_bytes:,} bytes live")
+    ui.print(head)
+    t = table(ui, f"Top {min(top, len(rows))} callsites by live bytes")
+    for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t.add_column("module")
+    t.add_column("function", overflow="fold")
+    for i, r in enumerate(rows[:top], 1):
+        flag = "" if r.accurate else " (inaccurate)"
+        t.add_row(
+            str(i), f"{r.bytes:,}", f"{r.calls:,}", r.site.location + flag, r.site.module or "vmlinux", r.site.function
+        )
+    ui.print(t)
+    if json_out:
+        data = {
+            "source": info.source,
+            "kind": "allocinfo",
+            "label": info.label,
+            "version": info.version,
+            "total_bytes": info.total_bytes,
+            "callsites": [
+                {
+                    "file": r.site.file,
+                    "line": r.site.line,
+                    "module": r.site.module,
+                    "function": r.site.function,
+                    "bytes": r.bytes,
+                    "calls": r.calls,
+                    "accurate": r.accurate,
+                }
+                for r in rows
+            ],
+        }
+        with export.open_output(json_out, "--json") as fp:
+            export.write_json(data, fp)
+    return 0
+
+
+def diff_allocinfo(before: str, after: str, ui: UI, *, top: int, json_out: str | None) -> int:
+    """``pagelab diff A.allocinfo B.allocinfo``: callsites ranked by growth in live bytes."""
+    snaps = [ai.load(before), ai.load(after)]
+    render_growth(ui, snaps, top=top)
+    if json_out:
+        with export.open_output(json_out, "--json") as fp:
+            export.write_json({"kind": "allocinfo", "allocinfo": ai.growth_json(snaps)}, fp)
+    return 0
+
+
+def render_growth(ui: UI, snaps: Sequence[ai.AllocInfo], *, top: int) -> None:
+    rows = ai.growth(snaps)
+    labels = " → ".join(s.label for s in snaps)
+    t = table(ui, f"allocinfo growth ({len(rows)} callsites grew: {labels})")
+    for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t.add_column("module")
+    t.add_column("function", overflow="fold")
+    for i, g in enumerate(rows[:top], 1):
+        flag = "" if g.accurate else " (inaccurate)"
+        t.add_row(
+            str(i),
+            f"{g.bytes:+,}",
+            f"{g.calls:+,}",
+            g.site.location + flag,
+            g.site.module or "vmlinux",
+            g.site.function,
+        )
+    ui.print(t)
+
+
+def sibling_allocinfo(paths: Sequence[str]) -> list[ai.AllocInfo] | None:
+    """The allocinfo files saved beside these snapshots (NN-LABEL.allocinfo.zst), when all of them exist."""
+    found = [ai.sibling(p) for p in paths]
+    if not found or any(f is None for f in found):
+        return None
+    return [ai.load(f) for f in found if f is not None]
+
+
+def is_allocinfo(path: str) -> bool:
+    return ai.is_allocinfo(path)
