@@ -28,6 +28,17 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def private_dir(*parts: str) -> Path:
+    """Like cache_dir, for what holds keys or images embedding them: every level made 0700 if it is not."""
+    path = cache_root()
+    for part in parts:
+        path = path / part
+        path.mkdir(mode=0o700, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    return path
+
+
 def content_key(items: Iterable[str | bytes], length: int = 16) -> str:
     """A short stable hex key over an ordered list of strings/bytes (length-prefixed, no ambiguity)."""
     h = hashlib.sha256()

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.cache import content_key, file_lock, file_sha256, private_dir
 from pagelab.errors import BuildError, UsageError
 from pagelab.guest.keys import HOST_KEY_NAME, Keys, ensure_keys
 from pagelab.resources import guest_dir
@@ -330,6 +330,16 @@ def image_key(entries: Mapping[str, Entry]) -> str:
     return content_key(parts())
 
 
+def _complete(image: Path) -> bool:
+    """Whether a cached archive still ends with its trailer (a truncated one is rebuilt, not booted)."""
+    try:
+        with open(image, "rb") as f:
+            f.seek(max(0, image.stat().st_size - 512))
+            return b"TRAILER!!!\0" in f.read()
+    except OSError:
+        return False
+
+
 def build_image(
     modules_dir: Path | None = None,
     extra_files: Mapping[str, Path] | None = None,
@@ -348,10 +358,10 @@ def build_image(
     keys = keys or ensure_keys()
     entries = guest_layout(keys, modules_dir=modules_dir, extra_files=extra_files, tools=tools)
     key = image_key(entries)
-    directory = cache_dir("images", key)
+    directory = private_dir("images", key)
     image = directory / IMAGE_NAME
     with file_lock(directory / ".lock"):
-        if image.exists():
+        if image.exists() and _complete(image):
             return image
         ui.step(f"building guest image ({len(entries)} entries)")
         tmp = directory / f".{IMAGE_NAME}.{os.getpid()}.tmp"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paramiko.pkey import UnknownKeyType
 
-from pagelab.cache import atomic_write, cache_dir, file_lock
+from pagelab.cache import atomic_write, file_lock, private_dir
 from pagelab.errors import InfraError
 
 HOST_KEY_NAME = "dropbear_ed25519_host_key"
@@ -65,7 +65,7 @@ def ensure_keys(directory: Path | None = None) -> Keys:
 
     Raises InfraError if dropbearkey is missing or fails.
     """
-    directory = directory or cache_dir("keys")
+    directory = directory or private_dir("keys")
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     client = directory / CLIENT_KEY_NAME
@@ -78,6 +78,9 @@ def ensure_keys(directory: Path | None = None) -> Keys:
         host_pub = directory / f"{HOST_KEY_NAME}.pub"
         if not host_pub.exists():
             atomic_write(host_pub, _dropbear_public(host) + "\n")
+        for private in (client, host):
+            if private.stat().st_mode & 0o077:  # loosened by a copy or a restore: private again
+                os.chmod(private, 0o600)
     client_pub = (directory / f"{CLIENT_KEY_NAME}.pub").read_text().strip()
     return Keys(directory, client, client_pub, host, host_pub.read_text().strip())
 

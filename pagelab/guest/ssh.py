@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 from pagelab.errors import InfraError
 from pagelab.guest.keys import Keys
@@ -65,6 +66,29 @@ class CommandTimeout(InfraError):
 
 def _no_check() -> None:
     return None
+
+
+def exit_status_of_signal(name: str) -> int:
+    """The shell's status for a command killed by signal ``name`` (``KILL`` → 137); 255 if unknown."""
+    sig = getattr(signal.Signals, f"SIG{name}", None)
+    return 128 + int(sig) if sig is not None else 255
+
+
+def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko's channel-request handler, plus RFC 4254 6.10 ``exit-signal``.
+
+    paramiko 5.1 ignores ``exit-signal``: a command the guest killed (the OOM killer, ``kill -9``)
+    then ends with status -1, shown as 255. dropbear sends the signal's name (svr-chansession.c,
+    send_exitsignalstatus); the status becomes 128 + N, as a shell reports it.
+    """
+    start = m.packet.tell()
+    if m.get_text() != "exit-signal":
+        m.packet.seek(start)
+        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
+        return
+    m.get_boolean()  # want_reply: false for exit-signal
+    chan.exit_status = exit_status_of_signal(m.get_text())
+    chan.status_event.set()
 
 
 def _discard(_chunk: bytes) -> None:
@@ -155,6 +179,8 @@ class SSHSession:
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(15)
+            table = transport._channel_handler_table  # type: ignore[attr-defined]
+            transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
             return client
         raise InfraError(f"SSH to guest 127.0.0.1:{self.port} failed for {timeout:.0f} s: {last}")
 

@@ -58,6 +58,9 @@ _ORDER = re.compile(rb"order\s*([0-9]*),")
 _PID = re.compile(rb"pid\s*([0-9]*),")
 _TGID = re.compile(rb"tgid\s*([0-9]*) ")
 _COMM = re.compile(rb"tgid\s*[0-9]*\s*\((.*)\),\s*ts")
+# What every record's header must start with after PREFIX. page_owner_sort reads a record like
+# "order x, mask zz" as 0 pages and prints it; pagelab sort rejects it (exit 2, docs/sort.md).
+_ORDER_MASK = re.compile(rb"[0-9]+, mask 0x[0-9a-fA-F]+")
 # A header tail after the ts digits that no field regex can see into (6.12: " ns"; 6.1: " ns, free_ts N ns").
 _INERT_TAIL = re.compile(rb" ns(?:, free_ts [0-9]+ ns)?")
 
@@ -278,6 +281,8 @@ class _Reader:
             if canon not in records:
                 if not n or pclass & _NO_PFN or len(header) + len(stack) > _BUF_SIZE - 1024:
                     return False
+                if not _ORDER_MASK.match(header):
+                    return False  # the exact reader names the line
                 if tail is not None and not self._stripped_header_ok(head, tail):
                     return False
                 canon = (header, self._stacks.setdefault(stack, stack), pclass, None)
@@ -366,6 +371,11 @@ class _Reader:
                 self.name,
                 f"expected a page_owner record ('Page allocated via order …'), got '{shown}'",
                 self._block_line,
+            )
+        if not _ORDER_MASK.match(block[0], len(PREFIX)):
+            shown = block[0][:80].decode("ascii", "backslashreplace")
+            raise InputError(
+                self.name, f"expected 'Page allocated via order N, mask 0xM…', got '{shown}'", self._block_line
             )
         raw = b"\n".join(block) + b"\n"
         txt = raw
