@@ -6,9 +6,12 @@ import io
 import itertools
 import json
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import pytest
 import zstandard
 
@@ -25,6 +28,12 @@ NOISE = 4  # pages: the leaky stack is the module's own, so nothing else should 
 
 def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
+
+
+def _validate(schema: str, doc: object) -> None:
+    """``doc`` holds the contract of docs/formats.md (the schema shipped in the package)."""
+    text = (resources.files("pagelab") / "schemas" / f"{schema}.schema.json").read_text(encoding="utf-8")
+    jsonschema.validate(doc, json.loads(text), cls=jsonschema.Draft202012Validator)
 
 
 def _junit(out: Path) -> dict[str, ET.Element]:
@@ -82,6 +91,16 @@ def test_a_quick_run_prints_json_on_stdout_and_keeps_every_artifact(tmp_path: Pa
         pfns = [r.pfn for r in iter_records(f)]
     assert len(pfns) == report["snapshots"][1]["records"]
     assert all(a < b for a, b in itertools.pairwise(pfns))
+    # The documented formats hold for a real run, its kernel and a real `build --json`.
+    _validate("run-report", report)
+    meta = json.loads((out / "metadata.json").read_text())
+    _validate("metadata", meta)
+    _validate("build", meta["kernel"])
+    _validate("metadata", json.loads(Path(meta["kernel"]["metadata"]).read_text()))
+    build = subprocess.run(
+        [sys.executable, "-m", "pagelab", "build", "--json", "-"], capture_output=True, text=True, check=True
+    )
+    _validate("build", json.loads(build.stdout))
 
 
 def test_a_kernel_crash_is_exit_3_with_the_crash_and_the_baseline_kept(tmp_path: Path, capsys) -> None:
@@ -103,6 +122,8 @@ def test_a_kernel_crash_is_exit_3_with_the_crash_and_the_baseline_kept(tmp_path:
     report = _report(out)
     assert code == 3
     assert report["status"] == "crash" and report["crashes"], report
+    _validate("run-report", report)
+    _validate("metadata", json.loads((out / "metadata.json").read_text()))
     assert (out / "snapshots" / "00-baseline.page_owner.zst").stat().st_size > 0
     assert _junit(out)["crash-free"].find("failure") is not None
     assert "crash" in capsys.readouterr().err
