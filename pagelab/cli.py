@@ -1,7 +1,7 @@
 """Command line: parse arguments, call one function per subcommand, map errors to exit codes.
 
 No logic lives here. Each ``_cmd_*`` hands its parsed arguments to the stage that owns the work.
-Exit codes (design.md): 0 ok, 1 finding, 2 usage/input, 3 guest crash, 4 infrastructure.
+Exit codes (docs/formats.md): 0 ok, 1 finding, 2 usage/input, 3 guest crash, 4 infrastructure.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One exception hierarchy; cli.py maps each class to its exit code (design.md)."""
+"""One exception hierarchy; cli.py maps each class to its exit code (docs/formats.md, "Exit codes")."""
 
 from __future__ import annotations
 

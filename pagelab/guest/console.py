@@ -81,7 +81,7 @@ def strip_timestamp(line: str) -> str:
 
 
 # Reported loudly but not fatal: a WARNING ends the session only with panic_on_warn, and then the
-# kernel's "Kernel panic - not syncing: …" line that follows is the crash (design.md, exit codes).
+# kernel's "Kernel panic - not syncing: …" line that follows is the crash (exit 3, docs/formats.md).
 NONFATAL_KINDS = frozenset({"warning"})
 
 

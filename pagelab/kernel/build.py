@@ -105,7 +105,7 @@ class BuildResult:
     metadata: Path
 
     def to_json(self) -> dict[str, Any]:
-        """The ``build --json`` shape of design.md (plus modules_dir and metadata)."""
+        """The ``build --json`` shape of docs/formats.md (pagelab/schemas/build.schema.json)."""
         return {
             "bzimage": str(self.bzimage),
             "vmlinux": str(self.vmlinux),

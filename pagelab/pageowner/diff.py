@@ -216,7 +216,7 @@ def to_json(
     top: int | None = None,
     paths: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """The diff/run JSON of design.md: status, kernel, snapshots, suspects (ranked), crashes, timings.
+    """The diff/run JSON of docs/formats.md: status, kernel, snapshots, suspects (ranked), crashes, timings.
 
     ``found`` defaults to ``suspects(snapshots)``; ``top`` limits the suspects listed (not the status);
     ``paths`` overrides each snapshot's path (e.g. the saved artifact). Extra keys: ``class`` and

@@ -1,4 +1,7 @@
-"""Machine-readable exports of a Snapshot: report JSON (design.md), per-stack CSV, flame-graph folded stacks."""
+"""Machine-readable exports of a Snapshot: report JSON, per-stack CSV, flame-graph folded stacks.
+
+The formats are the contract of docs/formats.md (and pagelab/schemas/report.schema.json).
+"""
 
 from __future__ import annotations
 

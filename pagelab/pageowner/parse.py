@@ -1,6 +1,6 @@
 """Streaming parser for ``/sys/kernel/debug/page_owner`` dumps and ``page_owner_stacks/show_stacks`` files.
 
-Formats (reference/page_owner.md, mm/page_owner.c): a dump is a sequence of records separated by a blank
+Formats (docs/page_owner-format.md, mm/page_owner.c): a dump is a sequence of records separated by a blank
 line; each record is a header (``Page allocated via order …``, fields added over time: ``pid`` 5.11,
 ``free_ts`` 5.12, ``tgid (comm)`` 5.18, ``free_ts`` gone in 6.7), an optional ``PFN`` line (decimal before
 6.7, hex after, absent in pre-stripped input), the stack frames (one leading space each) and optional

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Boot benchmark: launch to SSH-ready (per phase) and `pagelab boot -- true`, beside a raw-QEMU baseline.
 
-Baseline: the same kernel and image started by a hand-written QEMU command line (environment.md's),
+Baseline: the same kernel and image started by a hand-written QEMU command line (`-nographic`, default devices),
 timed from launch to the first SSH banner byte on the forwarded port — no pagelab in the loop.
 Prints a markdown table (medians of --runs runs). Usage:
     .venv/bin/python scripts/bench/boot.py [--runs 5] [--kernel BZIMAGE] [--accel tcg]

@@ -10,7 +10,7 @@ Rows:
 - parse: iter_records over the dump (Record objects, interned stacks)
 - snapshot: load_snapshot (parse + the per-row aggregation every report view is built from)
 - pagelab report / diff: the whole CLI in a fresh process (start-up, rendering, JSON to /dev/null)
-- baseline, python split+count: the throwaway loop of reference/environment.md (split records, count stacks)
+- baseline, python split+count: a throwaway loop (split records, count stacks)
 - baseline, page_owner_sort --cull stacktrace: the kernel's C tool (6.12 tools/mm), built from
   /usr/src/linux-source-6.12.tar.xz into the cache on first use; it needs a plain regular file.
 """

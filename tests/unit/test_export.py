@@ -1,4 +1,4 @@
-"""Exports: report JSON in the design.md shape, per-stack CSV, flame-graph folded stacks."""
+"""Exports: report JSON in the docs/formats.md shape, per-stack CSV, flame-graph folded stacks."""
 
 from __future__ import annotations
 
