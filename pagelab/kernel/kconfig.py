@@ -17,13 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pagelab.errors import BuildError, InputError
+from pagelab.errors import BuildError, InputError, UsageError
 
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set\s*$")
 #: A comment line that marks the next setting as wanted only where the tree has the symbol (renamed or
 #: removed symbols, e.g. PROC_SYSCTL, which 7.x folded into SYSCTL): its absence is then a warning.
 _IF_EXISTS = re.compile(r"^#\s*pagelab:\s*if-exists\b")
+#: A comment line naming the oldest kernel a fragment's symbols exist in, e.g. allocation profiling (6.10).
+_REQUIRES = re.compile(r"^#\s*pagelab:\s*requires Linux >= (\d+)\.(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,30 @@ def parse_fragment(path: str | os.PathLike[str]) -> list[Setting]:
         elif line and not line.startswith("#"):
             raise InputError(name, f"expected `CONFIG_NAME=value` or `# CONFIG_NAME is not set`, got {raw!r}", lineno)
     return out
+
+
+def check_versions(fragments: Sequence[str | os.PathLike[str]], version: str) -> None:
+    """Raise UsageError when a fragment says ``# pagelab: requires Linux >= X.Y`` and the tree is older.
+
+    Checked before configuring: olddefconfig would silently drop the symbols and verification would then
+    blame a missing symbol instead of the kernel version.
+    """
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m is None:
+        return
+    have = (int(m.group(1)), int(m.group(2)))
+    for frag in fragments:
+        try:
+            lines = Path(frag).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue  # parse_fragment reports unreadable fragments
+        for lineno, line in enumerate(lines, 1):
+            r = _REQUIRES.match(line.strip())
+            if r and have < (int(r.group(1)), int(r.group(2))):
+                raise UsageError(
+                    f"--fragment {frag}:{lineno}: needs Linux >= {r.group(1)}.{r.group(2)}, "
+                    f"the kernel source is {version}"
+                )
 
 
 def requested(fragments: Sequence[str | os.PathLike[str]]) -> dict[str, Setting]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from pagelab.errors import UsageError
+from pagelab.errors import InputError, UsageError
 from pagelab.pageowner import export
 from pagelab.pageowner.analyse import Snapshot
 from pagelab.pageowner.render import mib, table
@@ -207,3 +207,41 @@ def sibling_allocinfo(paths: Sequence[str]) -> list[ai.AllocInfo] | None:
 
 def is_allocinfo(path: str) -> bool:
     return ai.is_allocinfo(path)
+
+
+def allocinfo_growth(snaps: Sequence[ai.AllocInfo] | None) -> list[ai.Growth] | None:
+    return ai.growth(snaps) if snaps else None
+
+
+def suspect_notes(
+    rows: Iterable[Any], where: Mapping[tuple[str, ...], Where], growth: Sequence[ai.Growth] | None
+) -> Notes:
+    """Lines under each suspect/grown stack (objects with ``frames``, ``callsite``, ``module``)."""
+    out: Notes = {}
+    for r in rows:
+        row = ai.join(r.callsite, r.module, growth) if growth else None
+        lines = note_lines(where.get(r.frames, NOWHERE), row)
+        if lines:
+            out[r.frames] = lines
+    return out
+
+
+def annotate_diff(
+    out: dict[str, Any], where: Mapping[tuple[str, ...], Where], alloc: Sequence[ai.AllocInfo] | None
+) -> None:
+    """diff/run JSON: suspects and shrunk rows gain source/subsystem; ``allocinfo`` when snapshots have it."""
+    growth = ai.growth(alloc) if alloc else None
+    annotate_suspects(out.get("suspects", ()), where, growth)
+    annotate_stacks(out.get("shrunk", ()), where)
+    out["allocinfo"] = ai.growth_json(alloc) if alloc else None
+
+
+def run_lens(build_dir: str | None, modules: Iterable[str], ui: UI) -> SourceLens | None:
+    """The lens of a run's own build (None with a prebuilt ``--kernel``); a broken build dir only warns."""
+    if not build_dir:
+        return None
+    try:
+        return lens_for(build_dir, ui, modules)
+    except InputError as err:
+        ui.warn(f"source lines unavailable: {err}")
+        return None
