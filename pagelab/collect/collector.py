@@ -462,6 +462,7 @@ class GuestMemory:
     has_show_stacks: bool
     has_reader: bool
     cpus: int = 1
+    has_allocinfo: bool = False  # /proc/allocinfo: a kernel with CONFIG_MEM_ALLOC_PROFILING (>= 6.10)
     notes: list[str] = field(default_factory=list)
 
 
@@ -511,7 +512,8 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
     script = (
         f"test -r {PAGE_OWNER} && echo has-page-owner; test -r {SHOW_STACKS} && echo has-show-stacks; "
         # Ranged reads need page_owner's lseek (a PFN offset); a kernel without it falls back to one cat.
-        f"{READER_GUEST_PATH} 1 2 >/dev/null 2>&1 && echo has-reader; echo cpus=$(nproc); echo ---; "
+        f"{READER_GUEST_PATH} 1 2 >/dev/null 2>&1 && echo has-reader; test -r /proc/allocinfo && echo has-allocinfo; "
+        "echo cpus=$(nproc); echo ---; "
         "cat /proc/zoneinfo"
     )
     res = guest.run(script, timeout=timeout)
@@ -526,7 +528,9 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
     except ValueError as err:
         raise InfraError(f"guest: {err}") from None
     cpus = next((int(w[5:]) for w in flags if w.startswith("cpus=") and w[5:].isdigit()), 1)
-    return GuestMemory(spans, "has-show-stacks" in flags, "has-reader" in flags, cpus)
+    return GuestMemory(
+        spans, "has-show-stacks" in flags, "has-reader" in flags, cpus, has_allocinfo="has-allocinfo" in flags
+    )
 
 
 class Collector:
@@ -643,6 +647,10 @@ class Collector:
             t1 = time.perf_counter()
             self._save_stream(f"cat {SHOW_STACKS}", taken.stacks_path)
             taken.stacks_seconds = time.perf_counter() - t1
+        if self.memory.has_allocinfo:
+            # Allocation profiling's per-callsite bytes, beside the dump (pagelab/source/allocinfo.py
+            # finds it by name: NN-LABEL.allocinfo.zst).
+            self._save_stream("cat /proc/allocinfo", self.out_dir / f"{stem}.allocinfo.zst")
         self.taken.append(taken)
         mib = total / (1 << 20)
         self.ui.info(
