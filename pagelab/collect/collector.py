@@ -164,8 +164,12 @@ class Spool:
     """
 
     def __init__(self, directory: str | None = None) -> None:
-        fd, path = tempfile.mkstemp(prefix=".pagelab-spool-", dir=directory)
+        try:
+            fd, path = tempfile.mkstemp(prefix=".pagelab-spool-", dir=directory)
+        except OSError as err:
+            raise InfraError(f"cannot create a spool file in {directory}: {err.strerror or err}") from None
         os.unlink(path)
+        self._dir = directory
         self._fd = fd
         self._size = 0
         self._done = False
@@ -179,7 +183,10 @@ class Spool:
             raise SpoolAbandoned()
         view = memoryview(data)
         while view:
-            n = os.pwrite(self._fd, view, self._size)
+            try:
+                n = os.pwrite(self._fd, view, self._size)
+            except OSError as err:  # a full --out (snapshots are spooled beside their files)
+                raise InfraError(f"cannot spool page_owner in {self._dir}: {err.strerror or err}") from None
             view = view[n:]
             with self._cond:
                 self._size += n

@@ -7,6 +7,7 @@ tested on its own; ``ConsoleWatcher`` is the thread that feeds it from QEMU's se
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -105,6 +106,32 @@ def is_guest_output(line: str) -> bool:
     return not _FIRMWARE.search(line)
 
 
+class _Log:
+    """The console log file. A full disk ends the log, not the watching: readiness and crashes still count."""
+
+    def __init__(self, f: TextIO) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self._f.write(text)
+            except OSError as err:
+                self.error = err
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._f.flush()
+            except OSError as err:
+                self.error = err
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._f.close()
+
+
 class ConsoleWatcher:
     """Read QEMU's serial output from ``fd`` in a thread: log it, find readiness and crashes.
 
@@ -114,7 +141,7 @@ class ConsoleWatcher:
 
     def __init__(self, fd: int, log_path: Path, tail_lines: int = 200) -> None:
         self.log_path = log_path
-        self._log: TextIO = open(log_path, "a", encoding="utf-8", errors="replace")
+        self._log = _Log(open(log_path, "a", encoding="utf-8", errors="replace"))
         self._child = pexpect.fdpexpect.fdspawn(
             fd, timeout=None, maxread=65536, encoding="utf-8", codec_errors="replace", use_poll=True
         )
