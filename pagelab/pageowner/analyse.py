@@ -12,7 +12,7 @@ import fnmatch
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -267,10 +267,16 @@ class Snapshot:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_stream(
-        cls, stream: BinaryIO, *, label: str = "snapshot", source: str = "<stream>", name: str | None = None
+        cls,
+        stream: BinaryIO,
+        *,
+        label: str = "snapshot",
+        source: str = "<stream>",
+        name: str | None = None,
+        handles: bool = False,
     ) -> Snapshot:
-        """Read a binary stream to the end. Raises InputError on bad content."""
-        builder = SnapshotBuilder(label=label, source=source, name=name)
+        """Read a binary stream to the end (``handles``: as Parser's). Raises InputError on bad content."""
+        builder = SnapshotBuilder(label=label, source=source, name=name, handles=handles)
         read = stream.read
         while True:
             try:
@@ -498,7 +504,13 @@ class SnapshotBuilder:
     """Feed bytes as they arrive (``feed``), then ``finish()`` → Snapshot. Raises InputError on bad input."""
 
     def __init__(
-        self, *, label: str = "snapshot", source: str = "<stream>", name: str | None = None, kind: str | None = None
+        self,
+        *,
+        label: str = "snapshot",
+        source: str = "<stream>",
+        name: str | None = None,
+        kind: str | None = None,
+        handles: bool = False,
     ) -> None:
         self.label = label
         self.source = source
@@ -507,7 +519,7 @@ class SnapshotBuilder:
         self._has_pfn = False
         self._bytes = 0
         self._t0 = time.perf_counter()
-        self._parser = Parser(self._add, name=name or source, kind=kind)
+        self._parser = Parser(self._add, name=name or source, kind=kind, handles=handles)
 
     def _add(self, item: Record | StackCount) -> None:
         if type(item) is Record:
@@ -566,11 +578,18 @@ def default_label(path: str | os.PathLike[str]) -> str:
     return name
 
 
-def load_snapshot(path: str | os.PathLike[str], label: str | None = None) -> Snapshot:
-    """Load a dump or show_stacks file (path, ``-``, gz/xz/zst/bz2). Raises InputError on bad input."""
+def load_snapshot(
+    path: str | os.PathLike[str], label: str | None = None, stacks: Mapping[int, bytes] | None = None
+) -> Snapshot:
+    """Load a dump or show_stacks file (path, ``-``, gz/xz/zst/bz2). Raises InputError on bad input.
+
+    ``stacks`` (pageowner/handles.py ``load_stacks``) resolves a handle-mode dump or show_handles file.
+    """
     name = display_name(path)
-    with open_input(path) as stream:
-        return Snapshot.from_stream(stream, label=label or default_label(path), source=name, name=name)
+    with open_input(path, stacks=stacks) as stream:
+        return Snapshot.from_stream(
+            stream, label=label or default_label(path), source=name, name=name, handles=stacks is not None
+        )
 
 
 def parse_views(keys: Sequence[str]) -> list[str]:

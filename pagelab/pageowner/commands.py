@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from pagelab.errors import UsageError
-from pagelab.pageowner import analyse, export, render
+from pagelab.pageowner import analyse, export, handles, render
 from pagelab.pageowner import diff as diff_mod
 from pagelab.ui import UI
 
@@ -27,6 +27,7 @@ class ReportOptions:
     json: str | None = None
     csv: str | None = None
     folded: str | None = None
+    stacks: str | None = None  # a show_stacks_handles file resolving a handle-mode input (handles.py)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class DiffOptions:
     after: str
     top: int = 20
     json: str | None = None
+    stacks: str | None = None  # one show_stacks_handles file for both inputs (the stack list only grows)
 
 
 def _check_top(top: int) -> None:
@@ -54,7 +56,7 @@ def report(opts: ReportOptions, ui: UI) -> int:
     for expr in opts.filters:
         analyse.parse_filter(expr)  # usage errors before reading a large input
     with ui.progress(f"reading {opts.input}"):
-        snap = analyse.load_snapshot(opts.input)
+        snap = analyse.load_snapshot(opts.input, stacks=handles.load_stacks(opts.stacks) if opts.stacks else None)
     for warning in snap.warnings:
         ui.warn(warning)
     snap = snap.filtered(opts.filters)
@@ -82,8 +84,9 @@ def diff(opts: DiffOptions, ui: UI) -> int:
     _check_top(opts.top)
     t0 = time.perf_counter()
     with ui.progress(f"reading {opts.before} and {opts.after}"):
-        before = analyse.load_snapshot(opts.before)
-        after = analyse.load_snapshot(opts.after)
+        table = handles.load_stacks(opts.stacks) if opts.stacks else None
+        before = analyse.load_snapshot(opts.before, stacks=table)
+        after = analyse.load_snapshot(opts.after, stacks=table)
     for warning in before.warnings + after.warnings:
         ui.warn(warning)
     t1 = time.perf_counter()

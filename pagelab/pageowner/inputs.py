@@ -12,7 +12,7 @@ import io
 import lzma
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
 import zstandard
@@ -115,11 +115,31 @@ class _ZstdReader(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def open_input(path: str | os.PathLike[str], buffer_size: int = 1 << 20) -> Iterator[BinaryIO]:
+def open_input(
+    path: str | os.PathLike[str], buffer_size: int = 1 << 20, *, stacks: Mapping[int, bytes] | None = None
+) -> Iterator[BinaryIO]:
     """Open ``path`` (or stdin for ``-``) as a buffered binary stream, decompressing by magic bytes.
 
+    With ``stacks`` (a handle → frames table, ``handles.load_stacks``) a handle-mode dump or a
+    show_handles file reads as the stack-mode text (``handles.Resolver``); the stream's ``resolver``
+    attribute then tells what could not be resolved.
     Raises InputError for a missing file, a directory, an unreadable file or corrupt compression.
     """
+    if stacks is None:
+        with _open_plain(path, buffer_size) as stream:
+            yield stream
+        return
+    from pagelab.pageowner.handles import Resolver, ResolvingReader  # handles imports this module
+
+    with _open_plain(path, buffer_size) as stream:
+        raw = ResolvingReader(stream, Resolver(stacks))
+        resolved = io.BufferedReader(raw, buffer_size)
+        resolved.resolver = raw.resolver  # type: ignore[attr-defined]
+        yield resolved  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _open_plain(path: str | os.PathLike[str], buffer_size: int) -> Iterator[BinaryIO]:
     name = display_name(path)
     if str(path) == "-":
         raw: BinaryIO = sys.stdin.buffer

@@ -4,8 +4,12 @@ Formats (docs/page_owner-format.md, mm/page_owner.c): a dump is a sequence of re
 line; each record is a header (``Page allocated via order …``, fields added over time: ``pid`` 5.11,
 ``free_ts`` 5.12, ``tgid (comm)`` 5.18, ``free_ts`` gone in 6.7), an optional ``PFN`` line (decimal before
 6.7, hex after, absent in pre-stripped input), the stack frames (one leading space each) and optional
-extra lines (migrate reason, memcg). A show_stacks file is a sequence of frame blocks each ending in
-``nr_base_pages: N`` (``stack_count: N`` in 6.9-rc1).
+extra lines (migrate reason, memcg: ``Slab cache page``, ``Charged [(via objcg) ]to [offline ]memcg X``).
+7.x reads can print ``handle: N`` after the stack (``mode=stack_handle``) or instead of it (``mode=handle``):
+``Record.handle``; resolving handles to stacks is ``handles.Resolver``'s job, on the bytes. A show_stacks file
+is a sequence of frame blocks each ending in ``nr_base_pages: N`` (``stack_count: N`` in 6.9-rc1); 7.x's
+show_handles has ``handle: N`` instead of the frames, and show_stacks_handles (the ``--stacks`` file, read by
+``handles.load_stacks``) has frames and ``handle: N`` and no count.
 
 The parser is push-based (``Parser.feed(bytes)``) so a collector can pour SSH output into it chunk by
 chunk; ``iter_records``/``iter_show_stacks``/``iter_items`` wrap it for files and streams. Memory is
@@ -14,10 +18,11 @@ bounded by the distinct stacks seen: identical frame blocks map to one interned 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -74,6 +79,9 @@ class Record:
     stack: tuple[str, ...]
     extra: tuple[str, ...] = ()
     line: int = 0
+    # The stack depot handle of a 7.x ``mode=handle``/``stack_handle`` read (``handle: N``), else None.
+    # A handle-mode record whose handle was not resolved (no stacks file) has ``stack == ()``.
+    handle: int | None = None
 
     @property
     def pages(self) -> int:
@@ -94,6 +102,7 @@ class StackCount:
     count: int
     key: str = "nr_base_pages"
     line: int = 0
+    handle: int | None = None  # show_handles / show_stacks_handles with nr_base_pages (7.x)
 
 
 @dataclass(slots=True)
@@ -150,7 +159,9 @@ class Parser:
     (from ``feed`` or ``close``) naming ``name``, the line and what was expected.
     """
 
-    def __init__(self, sink: Sink, *, name: str = "<stream>", kind: str | None = None) -> None:
+    def __init__(self, sink: Sink, *, name: str = "<stream>", kind: str | None = None, handles: bool = False) -> None:
+        """``handles``: accept entries that carry ``handle: N`` and no stack (a handle-mode dump or a
+        show_handles file not resolved through a stacks file) instead of refusing them."""
         if kind not in (None, "dump", "show_stacks"):
             raise ValueError(f"kind must be 'dump' or 'show_stacks', not {kind!r}")
         self._sink = sink
@@ -166,6 +177,9 @@ class Parser:
         self._headers: dict[tuple[bytes, bytes, bool], tuple] = {}
         self._items = 0
         self._closed = False
+        self._handles_ok = handles
+        self._unresolved: set[int] = set()
+        self._unresolved_items = 0
         self.warnings: list[str] = []
 
     # -- public ---------------------------------------------------------------------------------
@@ -223,6 +237,12 @@ class Parser:
             if self._items == 0:
                 raise InputError(self.name, f"no records or show_stacks entries (empty input); {_EXPECT_ANY}")
             self._line += tail.count(b"\n")
+            if self._unresolved_items:
+                self.warnings.append(
+                    f"{self.name}: {self._unresolved_items:,} entr{'y' if self._unresolved_items == 1 else 'ies'} "
+                    f"with {len(self._unresolved)} handle(s) have no stack (not in the stacks file; "
+                    "show_stacks_handles never lists the stack of pages allocated before page_owner started)"
+                )
         return Summary(self.name, self.kind, self._items, self._line, len(self._stacks), list(self.warnings))
 
     # -- internals ------------------------------------------------------------------------------
@@ -273,11 +293,10 @@ class Parser:
     def _detect(self, rec: bytes) -> str:
         if rec.startswith(_HEADER):
             kind = "dump"
-        elif rec.startswith(b" "):
-            kind = "show_stacks"
-        elif rec.startswith((b"handle: ", b"N times", b"Node ")) or b" times, " in rec[:40]:
+        elif rec.startswith((b" ", b"handle: ")):
+            kind = "show_stacks"  # show_handles has a handle where show_stacks has frames
+        elif rec.startswith((b"N times", b"Node ")) or b" times, " in rec[:40]:
             what = {
-                b"h": "a show_handles file (handles only, no stacks)",
                 b"N": "page_owner_sort output",
                 b"No": "pagetypeinfo-style output",
             }
@@ -345,10 +364,44 @@ class Parser:
             stack = ()
             if pos < len(rec):
                 extra = _extra_lines(rec[pos:])
+        handle = None
+        if extra and extra[0].startswith("handle: "):
+            handle = _handle(extra[0], rec.count(b"\n", 0, rec.find(b"\nhandle: ") + 1))
+            extra = extra[1:]
+            if not stack:
+                self._no_stack(handle, rec.count(b"\n", 0, rec.find(b"\nhandle: ") + 1), "record")
         self._items += 1
         self._sink(
-            Record(order, mask, flags, pid, tgid, comm, ts, free_ts, pfn, mt, block_mt, page_flags, stack, extra, line)
+            Record(
+                order,
+                mask,
+                flags,
+                pid,
+                tgid,
+                comm,
+                ts,
+                free_ts,
+                pfn,
+                mt,
+                block_mt,
+                page_flags,
+                stack,
+                extra,
+                line,
+                handle,
+            )
         )
+
+    def _no_stack(self, handle: int, line_in_record: int, what: str) -> None:
+        """A handle where the stack should be: counted when allowed, else refused with the way out."""
+        if not self._handles_ok:
+            raise _BadInput(
+                f"'handle: {handle}' where the stack should be: a handle-mode {what} (7.x page_owner mode=handle); "
+                "pass --stacks FILE (a copy of page_owner_stacks/show_stacks_handles read on the same boot)",
+                line_in_record,
+            )
+        self._unresolved.add(handle)
+        self._unresolved_items += 1
 
     def _fields(self, hb: bytes) -> tuple:
         """Header fields, cached by the header with its ts/free_ts digits cut out (they change per record)."""
@@ -448,8 +501,8 @@ class Parser:
                 raise _BadInput("a page_owner record in a show_stacks file; expected ' frame' lines", 0)
             if key == b"handle":
                 raise _BadInput(
-                    f"{what!r}: show_stacks_handles/show_handles list handles, not pages; "
-                    "expected show_stacks ('nr_base_pages: N')",
+                    f"{what!r}: a show_stacks_handles file maps handles to stacks and counts no pages; give it "
+                    "as --stacks FILE with a handle-mode dump; expected show_stacks ('nr_base_pages: N')",
                     n,
                 )
             raise _BadInput(f"show_stacks entry ends with {what!r}; expected 'nr_base_pages: N'", n)
@@ -460,8 +513,17 @@ class Parser:
             raise _BadInput(f"{key.decode()} is {shown!r}, not a number", rec.count(b"\n")) from None
         if count < 0:
             raise _BadInput(f"{key.decode()} is negative ({count})", rec.count(b"\n"))
+        handle = None
+        block = rec[:nl] if nl >= 0 else b""
+        hl = block.rfind(b"\n") + 1
+        if block.startswith(b"handle: ", hl):
+            # show_handles (no frames) or show_stacks_handles with page counts (frames, then the handle).
+            handle = _handle(block[hl:].decode("utf-8", "backslashreplace"), block.count(b"\n"))
+            nl = hl - 1
         if nl < 0:
             stack: tuple[str, ...] = ()
+            if handle is not None:
+                self._no_stack(handle, 0, "show_handles entry")
         else:
             block = rec[:nl]
             if not block.startswith(b" "):
@@ -480,7 +542,7 @@ class Parser:
                 f"{self.name}: 6.9-rc1 'stack_count:' counts allocations, not pages; treating each as one page"
             )
         self._items += 1
-        self._sink(StackCount(stack, count, count, key.decode(), line))
+        self._sink(StackCount(stack, count, count, key.decode(), line, handle))
 
 
 def _pfn_line(line: str) -> tuple[int, str | None, str | None, str | None]:
@@ -497,6 +559,13 @@ def _pfn_line(line: str) -> tuple[int, str | None, str | None, str | None]:
     return pfn, mt, block_mt, page_flags
 
 
+def _handle(line: str, line_in_record: int) -> int:
+    value = line[8:].strip()
+    if not value.isdigit():
+        raise _BadInput(f"handle is {value[:30]!r}, not a number; expected 'handle: N'", line_in_record)
+    return int(value)
+
+
 def _extra_lines(data: bytes) -> tuple[str, ...]:
     return tuple(x.decode("utf-8", "backslashreplace").rstrip() for x in data.split(b"\n") if x.strip())
 
@@ -508,10 +577,15 @@ def _source(path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None)
     return name or getattr(path_or_stream, "name", None) or "<stream>", False
 
 
-def _iterate(path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None, kind: str | None) -> Iterator[Item]:
+def _iterate(
+    path_or_stream: str | os.PathLike[str] | BinaryIO,
+    name: str | None,
+    kind: str | None,
+    stacks: Mapping[int, bytes] | None = None,
+) -> Iterator[Item]:
     label, is_path = _source(path_or_stream, name)
     pending: list[Item] = []
-    parser = Parser(pending.append, name=str(label), kind=kind)
+    parser = Parser(pending.append, name=str(label), kind=kind, handles=stacks is not None)
 
     def pump(stream: BinaryIO) -> Iterator[Item]:
         read = stream.read
@@ -531,23 +605,38 @@ def _iterate(path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None
         pending.clear()
 
     if is_path:
-        with open_input(path_or_stream) as stream:  # type: ignore[arg-type]
+        with open_input(path_or_stream, stacks=stacks) as stream:  # type: ignore[arg-type]
             yield from pump(stream)
+    elif stacks is not None:
+        from pagelab.pageowner.handles import Resolver, ResolvingReader
+
+        yield from pump(io.BufferedReader(ResolvingReader(path_or_stream, Resolver(stacks))))  # type: ignore[arg-type]
     else:
         yield from pump(path_or_stream)  # type: ignore[arg-type]
 
 
-def iter_items(path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Iterator[Item]:
+def iter_items(
+    path_or_stream: str | os.PathLike[str] | BinaryIO,
+    name: str | None = None,
+    *,
+    stacks: Mapping[int, bytes] | None = None,
+) -> Iterator[Item]:
     """Records or StackCounts, whichever the input holds (a path, ``-``, compressed, or a binary stream).
 
+    ``stacks`` (``handles.load_stacks``) resolves a handle-mode dump or a show_handles file.
     Raises InputError (file, line, what was expected) on a missing/unreadable file or bad content.
     """
-    return _iterate(path_or_stream, name, None)
+    return _iterate(path_or_stream, name, None, stacks)
 
 
-def iter_records(path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Iterator[Record]:
-    """The Records of a page_owner dump. Raises InputError on bad input or a show_stacks file."""
-    return _iterate(path_or_stream, name, "dump")  # type: ignore[return-value]
+def iter_records(
+    path_or_stream: str | os.PathLike[str] | BinaryIO,
+    name: str | None = None,
+    *,
+    stacks: Mapping[int, bytes] | None = None,
+) -> Iterator[Record]:
+    """The Records of a page_owner dump (``stacks`` as for iter_items). Raises InputError on bad input."""
+    return _iterate(path_or_stream, name, "dump", stacks)  # type: ignore[return-value]
 
 
 def iter_show_stacks(

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pagelab.errors import InputError
+from pagelab.pageowner import handles
 from pagelab.pageowner.inputs import display_name, open_input
 from pagelab.pageowner.sortopts import SortOptions, wrap_int32
 from pagelab.ui import UI
@@ -74,17 +75,28 @@ _U64_MAX = 2**64 - 1
 
 
 # -- the C tool's field conversions -----------------------------------------------------------------
-def _c_pid(digits: bytes | None) -> int:
-    """get_pid()/get_tgid(): strtol into a pid_t; -1 when empty or out of range."""
-    if not digits:
+# 7.3's search_pattern() refuses a field of FIELD_BUFF (25) characters or more (the field then reads as
+# missing); 6.12 copied any length into its 25-byte buffer. TASK_COMM_LEN (16) bounds the name the same way.
+_FIELD_BUFF = 25
+_TASK_COMM_LEN = 16
+
+
+def _limit(compat: str) -> int:
+    """The field length at which the C tool of ``compat`` treats a field as missing (0: none)."""
+    return _FIELD_BUFF if compat != "6.12" else 0
+
+
+def _c_pid(digits: bytes | None, limit: int = 0) -> int:
+    """get_pid()/get_tgid(): strtol into a pid_t; -1 when empty, too long (``limit``) or out of range."""
+    if not digits or 0 < limit <= len(digits):
         return -1
     value = int(digits)
     return -1 if value > _LONG_MAX else wrap_int32(value)
 
 
-def _c_pages(digits: bytes | None) -> int:
+def _c_pages(digits: bytes | None, limit: int = 0) -> int:
     """get_page_num(): ``1 << order`` as a C int; 0 for a missing or out-of-range order."""
-    if not digits:
+    if not digits or 0 < limit <= len(digits):
         return 0
     value = int(digits)
     if value > _LONG_MAX:
@@ -95,9 +107,9 @@ def _c_pages(digits: bytes | None) -> int:
     return wrap_int32(1 << (order & 31))  # x86's shl takes the count modulo 32
 
 
-def _c_ts(digits: bytes | None) -> int:
+def _c_ts(digits: bytes | None, limit: int = 0) -> int:
     """get_ts_nsec(): strtoull; (u64)-1 when empty or out of range."""
-    if not digits:
+    if not digits or 0 < limit <= len(digits):
         return _U64_MAX
     value = int(digits)
     return _U64_MAX if value > _U64_MAX else value
@@ -108,14 +120,16 @@ def _group(pattern: re.Pattern[bytes], buf: bytes) -> bytes | None:
     return m[1] if m else None
 
 
-def _fields(buf: bytes) -> tuple[int, int, bytes, int]:
-    """(pid, tgid, comm, pages) of a record as page_owner_sort reads them from its block buffer."""
-    comm = _group(_COMM, buf)
+def _fields(buf: bytes, limit: int = 0) -> tuple[int, int, bytes | None, int]:
+    """(pid, tgid, comm, pages) of a record as page_owner_sort reads them from its block buffer.
+
+    ``comm`` is None without a ``tgid N (COMM), ts`` match (``_resolve`` decides what that means).
+    """
     return (
-        _c_pid(_group(_PID, buf)),
-        _c_pid(_group(_TGID, buf)),
-        comm if comm is not None else b"",
-        _c_pages(_group(_ORDER, buf)),
+        _c_pid(_group(_PID, buf), limit),
+        _c_pid(_group(_TGID, buf), limit),
+        _group(_COMM, buf),
+        _c_pages(_group(_ORDER, buf), limit),
     )
 
 
@@ -157,9 +171,10 @@ class _Reader:
     Raises InputError for anything that is not a page_owner dump.
     """
 
-    def __init__(self, name: str, strip_ts: bool, keep_first_ts: bool) -> None:
+    def __init__(self, name: str, strip_ts: bool, keep_first_ts: bool, limit: int = 0) -> None:
         self.name = name
         self.strip = strip_ts
+        self.limit = limit  # _limit(compat): field lengths the C tool treats as missing
         self.records: dict[Key, int] = {}
         self.first_ts: dict[Key, bytes] | None = {} if keep_first_ts else None
         self.stats = ReadStats()
@@ -387,8 +402,8 @@ class _Reader:
         override = None
         if txt is not raw:
             # The C reads the fields from the unstripped buffer; they differ only in odd headers.
-            raw_fields = _fields(raw + b"\n")
-            if raw_fields != _fields(txt + b"\n"):
+            raw_fields = _fields(raw + b"\n", self.limit)
+            if raw_fields != _fields(txt + b"\n", self.limit):
                 override = raw_fields
         stack = rest[:-1] if rest else None
         if stack is not None:
@@ -474,7 +489,8 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
     tgids = frozenset(opts.tgids) if opts.tgids is not None else None
     comms = frozenset(opts.comms) if opts.comms is not None else None
     need_ts = any(k == "ts" for k, _ in opts.sort_keys)
-    info_cache: dict[tuple, tuple[int, int, bytes, int, bool]] = {}
+    info_cache: dict[tuple, tuple[int, int, bytes | None, int, bool]] = {}
+    limit = _limit(opts.compat)
     entries: list[Entry] = []
     head_has_ts: dict[bytes, bool] = {}
     for key, count in reader.records.items():
@@ -489,26 +505,36 @@ def _resolve(reader: _Reader, opts: SortOptions) -> list[Entry]:
         info = info_cache.get(cache_key)
         if info is None:
             buf = PREFIX + header + b"\n" + (stack + b"\n" if stack is not None else b"") + b"\n"
-            info = info_cache[cache_key] = (*_fields(buf), _is_vmalloc(buf))
-        pid, tgid, comm, pages = override or info[:4]
+            info = info_cache[cache_key] = (*_fields(buf, limit), _is_vmalloc(buf))
+        pid, tgid, maybe_comm, pages = override or info[:4]
         if pids is not None and pid not in pids:
             continue
         if tgids is not None and tgid not in tgids:
             continue
+        if (maybe_comm is None or len(maybe_comm) >= _TASK_COMM_LEN) and limit:
+            # 7.3's get_comm() fails here; add_list() prints "Out of memory" and the tool stops
+            # without writing any output (tools/mm/page_owner_sort.c). 6.12 reads on.
+            shown = PREFIX + header[:80]
+            raise InputError(
+                reader.name,
+                f"record '{shown.decode('ascii', 'backslashreplace')}' has no 'tgid N (COMM), ts' with a name "
+                "of at most 15 bytes: page_owner_sort 7.3 stops there without output; --compat 6.12 reads it",
+            )
+        comm = maybe_comm or b""
         if comms is not None and comm not in comms:
             continue
         ts = 0
         if need_ts:
             if reader.first_ts is not None:
-                ts = _c_ts(reader.first_ts.get(key))
+                ts = _c_ts(reader.first_ts.get(key), limit)
             else:
                 has_ts = head_has_ts.get(head)
                 if has_ts is None:
                     has_ts = head_has_ts[head] = _TS.search(head) is not None
                 if inert and not has_ts:  # the ts regex first matches at ", ts "
-                    ts = _c_ts(rest[: len(rest) - len(tail)])
+                    ts = _c_ts(rest[: len(rest) - len(tail)], limit)
                 else:
-                    ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"))
+                    ts = _c_ts(_group(_TS, PREFIX + header + b"\n" + (stack or b"") + b"\n"), limit)
         allocator = pclass | (VMALLOC if info[4] else 0) or OTHERS
         entries.append(Entry(header, stack, allocator, pid, tgid, comm, ts, count, pages * count))
     reader.records = {}
@@ -655,7 +681,7 @@ class SortResult:
 
 def _new_reader(name: str, opts: SortOptions) -> _Reader:
     keep_first_ts = opts.strip_ts and any(k == "ts" for k, _ in opts.sort_keys)
-    return _Reader(name, opts.strip_ts, keep_first_ts)
+    return _Reader(name, opts.strip_ts, keep_first_ts, _limit(opts.compat))
 
 
 @contextlib.contextmanager
@@ -691,8 +717,9 @@ def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
     with contextlib.suppress(OSError):
         if path != "-":
             total = os.stat(path).st_size or None
-    # Without ts stripping every record is distinct: the worker would only give up.
-    parallel = total and total >= _PARALLEL_MIN and opts.strip_ts and _jobs() > 1
+    # Without ts stripping every record is distinct: the worker would only give up. A handle-mode dump
+    # (--stacks) is read through the resolver, in one piece.
+    parallel = total and total >= _PARALLEL_MIN and opts.strip_ts and _jobs() > 1 and opts.stacks is None
     start = _split_point(path, total) if parallel and total else None
     reader = _new_reader(name, opts)
     worker = None
@@ -700,8 +727,14 @@ def sort_file(path: str, opts: SortOptions, ui: UI) -> SortResult:
         with contextlib.suppress(OSError):  # no fork (process limit, memory): one process does it all
             worker = _Worker(path, start, reader)
     if worker is None or start is None:
-        with open_input(path) as stream:
-            return sort_dump(stream, name, opts, ui, total)
+        table = handles.load_stacks(opts.stacks) if opts.stacks is not None else None
+        with open_input(path, stacks=table) as stream:
+            result = sort_dump(stream, name, opts, ui, total)
+            left = getattr(stream, "resolver", None)
+            warning = left.warning(name) if left is not None else None
+            if warning:
+                ui.warn(warning)
+            return result
     try:
         with _progress(ui, name, start) as tick, open(path, "rb") as f:
             reader.feed_stream(_Head(f, start), tick)
@@ -813,7 +846,7 @@ class _Worker:
         code = 0
         try:
             payload = None
-            reader = _Reader(like.name, like.strip, like.first_ts is not None)
+            reader = _Reader(like.name, like.strip, like.first_ts is not None, like.limit)
             reader.max_distinct = _WORKER_MAX_DISTINCT
             try:
                 with open(path, "rb") as f:

@@ -19,7 +19,7 @@ from pagelab.errors import UsageError
 
 USAGE = """\
 Usage: pagelab sort [OPTIONS] <input> <output>
-A drop-in for the kernel's tools/mm/page_owner_sort (6.12): same options, same output.
+A drop-in for the kernel's tools/mm/page_owner_sort (7.3 and 6.12): same options, same output.
 <input> may be '-' (stdin) or gzip/xz/zstd/bzip2-compressed; <output> may be '-' (stdout).
 
 -a\t\t\tSort by memory allocation time.
@@ -43,6 +43,13 @@ A drop-in for the kernel's tools/mm/page_owner_sort (6.12): same options, same o
 --sort <order>\t\tSpecify sort order as: [+|-]key[,[+|-]key[,...]]
 \t\t\tkeys: pid tgid name stacktrace txt alloc_ts allocator
 \t\t\t(or p tg n st T at ator); honoured unless -a/-m/-n/-p/-P/-s/-t is given.
+-h, --help\t\tPrint this help and exit (as page_owner_sort 7.3 does).
+
+pagelab's own options:
+--compat <version>\tReproduce page_owner_sort 6.12 or 7.3 where they differ
+\t\t\t(default 7.3; docs/sort.md).
+--stacks <file>\t\tResolve a handle-mode dump (7.x page_owner mode=handle)
+\t\t\tthrough a copy of page_owner_stacks/show_stacks_handles.
 """
 
 _SHORT_HINT = "usage: pagelab sort [OPTIONS] INPUT OUTPUT; 'pagelab sort --help' lists the options"
@@ -78,6 +85,10 @@ _ARG_TYPES: dict[bytes, str] = {
 }
 CULL_KEYS = frozenset({"pid", "tgid", "comm", "stacktrace", "allocator"})
 _LONG_OPTIONS = ("pid", "tgid", "name", "cull", "sort")  # all take a required argument
+# pagelab's own long options: matched by a prefix only where no option of the C tool matches it, so
+# every abbreviation page_owner_sort accepts keeps its meaning (--c is --cull, --s is --sort).
+_OWN_OPTIONS = ("compat", "stacks")
+COMPAT_VERSIONS = ("6.12", "7.3")
 _SHORT_OPTIONS = "admnpstP"
 
 # strtol(s, &end, 10) with *end == '\0': optional C-locale whitespace, a sign, decimal digits.
@@ -103,6 +114,10 @@ class SortOptions:
     tgids: tuple[int, ...] | None = None
     comms: tuple[bytes, ...] | None = None
     debug: bool = False
+    compat: str = "7.3"
+    """The C tool version reproduced where 6.12 and 7.3 differ (``--compat``; docs/sort.md)."""
+    stacks: str | None = None
+    """A show_stacks_handles file resolving a handle-mode dump (``--stacks``; pageowner/handles.py)."""
     notes: tuple[str, ...] = ()
     """Arguments accepted but without effect, for a warning (the C tool ignores them silently)."""
 
@@ -193,6 +208,8 @@ def getopt_long(argv: Sequence[str], positionals: list[str]) -> Iterator[tuple[s
             matches = [o for o in _LONG_OPTIONS if o.startswith(name)]
             if name in _LONG_OPTIONS:
                 matches = [name]
+            if not matches and name:
+                matches = [o for o in _OWN_OPTIONS if o.startswith(name)]
             if not matches:
                 raise _usage_error(f"unrecognized option '{arg}'")
             if len(matches) > 1:
@@ -227,10 +244,18 @@ def parse_argv(argv: Sequence[str]) -> SortOptions:
     pids = tgids = None
     comms = None
     debug = False
+    compat = COMPAT_VERSIONS[-1]
+    stacks = None
     for name, value in getopt_long(argv, positionals):
         raw = os.fsencode(value) if value is not None else b""
         if name == "d":
             debug = True
+        elif name == "compat":
+            if value not in COMPAT_VERSIONS:
+                raise _usage_error(f"--compat expects one of {', '.join(COMPAT_VERSIONS)}, got {value!r}")
+            compat = value
+        elif name == "stacks":
+            stacks = value
         elif name in SHORT_SORTS:
             short_sort.add(name)
         elif name == "pid":
@@ -285,5 +310,7 @@ def parse_argv(argv: Sequence[str]) -> SortOptions:
         tgids=tgids,
         comms=comms,
         debug=debug,
+        compat=compat,
+        stacks=stacks,
         notes=tuple(notes),
     )

@@ -222,7 +222,7 @@ def test_iter_show_stacks_refuses_a_dump(fixtures):
         (b"Page allocated via order 0, mask 0x0()\nPFN 0xzz type A Block 0 type A Flags 0x0()\n\n", 2, "PFN is"),
         (b" a+0x1/0x2\nnr_base_pages: 1\n\n b\nnr_base_pages: lots\n\n", 5, "not a number"),
         (b" a+0x1/0x2\nnr_base_pages: 1\n\n b\n\n", 4, "expected 'nr_base_pages: N'"),
-        (b" a+0x1/0x2\nhandle: 5\n\n", 2, "handles, not pages"),
+        (b" a+0x1/0x2\nhandle: 5\n\n", 2, "counts no pages; give it as --stacks FILE"),
         (b"handle: 5\nnr_base_pages: 3\n\n", 1, "show_handles"),
         (b" a\nnr_base_pages: 1\n\nPage allocated via order 0, mask 0x0()\n a\nnr_base_pages: 1\n\n", 4, "starts with"),
         (b"Page allocated via order 0, mask 0x0()\n a\n\x00\x01\x02\n\n", 3, "NUL byte"),

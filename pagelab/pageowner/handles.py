@@ -1,0 +1,201 @@
+"""Handle-mode page_owner dumps, resolved back into the stack-mode text through a stacks file.
+
+Since 7.x ``/sys/kernel/debug/page_owner`` is writable per open file (mm/page_owner.c,
+``page_owner_write``): after ``mode=handle`` each record prints ``handle: N`` (its stack depot handle)
+where the stack would be, and ``mode=stack_handle`` prints the stack and then the handle line.
+``page_owner_stacks/show_stacks_handles`` lists every stack once, its frames then ``handle: N``
+(``show_handles`` prints ``handle: N`` and ``nr_base_pages: N`` without frames).
+
+Formatting the stacks is what makes a read slow under TCG, so pagelab reads handles and puts the frames
+back on the host. ``Resolver`` does that on the bytes, before any parsing: a resolved dump is the text a
+stack-mode read would have given, so the parser, ``pagelab sort`` (byte-identical to the C tool), the
+reports and the ``.zst`` artifact need no second code path. It also turns ``show_handles`` into
+``show_stacks`` and drops the handle lines of ``stack_handle`` output.
+
+One stack is never listed: the kernel gives every page allocated before page_owner started the same
+``early_handle`` and never adds it to the stack list (mm/page_owner.c, ``init_early_allocated_pages``).
+Offline such a record keeps its ``handle: N`` line (and the parser reports it); the collector asks the
+guest for the frames of an unknown handle instead (``fetch``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import BinaryIO
+
+from pagelab.errors import InputError
+from pagelab.pageowner.inputs import display_name, open_input
+
+__all__ = ["Resolver", "ResolvingReader", "StackTable", "load_stacks", "parse_stacks"]
+
+#: handle → the frame lines of its stack, as printed (``" frame\n"`` each).
+StackTable = dict[int, bytes]
+#: Called for a handle the table does not have: (handle, the record's PFN or None) → frame lines or None.
+Fetch = Callable[[int, int | None], bytes | None]
+
+_HANDLE_LINE = re.compile(rb"^handle: (\d+)\r?\n", re.M)
+_EXPECT = "expected a show_stacks_handles file (' frame' lines, then 'handle: N', then a blank line)"
+
+
+def parse_stacks(data: bytes, name: str) -> StackTable:
+    """The handle → frames table of a ``show_stacks_handles`` text (``nr_base_pages:`` lines allowed).
+
+    Raises InputError naming ``name`` and the line for anything else (a dump, show_stacks, show_handles).
+    """
+    table: StackTable = {}
+    line = 1
+    for entry in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+        lines = entry.split(b"\n")
+        lead = 0
+        while lead < len(lines) and not lines[lead].strip():
+            lead += 1
+        body = [x for x in lines[lead:] if x]
+        at = line + lead
+        line += len(lines) + 1
+        if not body:
+            continue
+        i = 0
+        while i < len(body) and body[i].startswith(b" "):
+            i += 1
+        rest = body[i:]
+        if not rest or not rest[0].startswith(b"handle: "):
+            what = (rest[0] if rest else body[-1])[:60].decode("utf-8", "backslashreplace")
+            hint = "this is a page_owner dump; " if body[0].startswith(b"Page allocated") else ""
+            raise InputError(name, f"{hint}{what!r} where 'handle: N' was due; {_EXPECT}", at + min(i, len(body) - 1))
+        if i == 0:
+            raise InputError(name, f"a handle without frames (a show_handles file?); {_EXPECT}", at)
+        value = rest[0][8:].strip()
+        if not value.isdigit():
+            shown = value[:30].decode("utf-8", "backslashreplace")
+            raise InputError(name, f"handle is {shown!r}, not a number; {_EXPECT}", at + i)
+        for extra in rest[1:]:
+            if not extra.startswith(b"nr_base_pages: "):
+                shown = extra[:60].decode("utf-8", "backslashreplace")
+                raise InputError(name, f"{shown!r} after the handle; {_EXPECT}", at + i + 1)
+        table[int(value)] = b"\n".join(body[:i]) + b"\n"
+    if not table:
+        raise InputError(name, f"no stacks (empty input); {_EXPECT}")
+    return table
+
+
+def load_stacks(path: str | os.PathLike[str]) -> StackTable:
+    """``parse_stacks`` of a file (plain or compressed, ``-`` for stdin). Raises InputError."""
+    name = display_name(path)
+    with open_input(path) as stream:
+        try:
+            data = stream.read()
+        except OSError as err:
+            raise InputError(name, f"cannot read: {err.strerror or err}") from None
+    return parse_stacks(data, name)
+
+
+def _pfn_of(line: bytes) -> int | None:
+    """The PFN of a ``PFN 0x1f00 type …`` line (decimal before 6.7), None for any other line."""
+    if not line.startswith(b"PFN "):
+        return None
+    word = line[4:].split(b" ", 1)[0]
+    try:
+        return int(word, 16) if word.startswith(b"0x") else int(word)
+    except ValueError:
+        return None
+
+
+class Resolver:
+    """Bytes of a handle-mode dump (or show_handles) in, the stack-mode text out; any chunk boundaries.
+
+    ``unresolved`` counts the records per handle that neither the table nor ``fetch`` knew: those keep
+    their ``handle: N`` line. ``fetched`` counts the handles ``fetch`` supplied.
+    """
+
+    def __init__(self, stacks: Mapping[int, bytes], fetch: Fetch | None = None) -> None:
+        self.stacks = dict(stacks)
+        self.fetch = fetch
+        self.unresolved: Counter[int] = Counter()
+        self.fetched = 0
+        self.resolved = 0
+        self._tail = b""  # an incomplete last line
+        self._prev = b""  # the last complete line already passed on
+
+    def feed(self, data: bytes) -> bytes:
+        """The resolved text for every complete line so far."""
+        buf = self._tail + data if self._tail else data
+        cut = buf.rfind(b"\n") + 1
+        self._tail = buf[cut:]
+        return self._resolve(buf[:cut]) if cut else b""
+
+    def close(self) -> bytes:
+        """The rest (a last line without a newline passes unchanged)."""
+        tail, self._tail = self._tail, b""
+        return tail
+
+    def _line_before(self, text: bytes, start: int) -> bytes:
+        if start == 0:
+            return self._prev
+        begin = text.rfind(b"\n", 0, start - 1) + 1
+        return text[begin : start - 1]
+
+    def _resolve(self, text: bytes) -> bytes:
+        def repl(m: re.Match[bytes]) -> bytes:
+            before = self._line_before(text, m.start())
+            if before.startswith(b" "):
+                return b""  # stack_handle mode: the frames are printed already
+            handle = int(m.group(1))
+            frames = self.stacks.get(handle)
+            if frames is None and self.fetch is not None and handle not in self.unresolved:
+                frames = self.fetch(handle, _pfn_of(before))
+                if frames is not None:
+                    self.stacks[handle] = frames
+                    self.fetched += 1
+            if frames is None:
+                self.unresolved[handle] += 1
+                return m.group(0)
+            self.resolved += 1
+            return frames
+
+        out = _HANDLE_LINE.sub(repl, text) if b"handle: " in text else text
+        last = text.rfind(b"\n", 0, len(text) - 1) + 1
+        self._prev = text[last:-1]
+        return out
+
+    def warning(self, name: str) -> str | None:
+        """One line about records left unresolved, or None."""
+        if not self.unresolved:
+            return None
+        handles = ", ".join(str(h) for h, _ in self.unresolved.most_common(3))
+        more = "…" if len(self.unresolved) > 3 else ""
+        return (
+            f"{name}: {sum(self.unresolved.values()):,} record(s) with {len(self.unresolved)} handle(s) not in the "
+            f"stacks file ({handles}{more}) keep their 'handle: N' line; show_stacks_handles never lists the "
+            "stack of pages allocated before page_owner started"
+        )
+
+
+class ResolvingReader(io.RawIOBase):
+    """A binary stream of the resolved text of another binary stream."""
+
+    def __init__(self, inner: BinaryIO, resolver: Resolver, chunk: int = 1 << 20) -> None:
+        self._inner = inner
+        self.resolver = resolver
+        self._chunk = chunk
+        self._out = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._out and not self._eof:
+            data = self._inner.read(self._chunk)
+            if not data:
+                self._eof = True
+                self._out = memoryview(self.resolver.close())
+            else:
+                self._out = memoryview(self.resolver.feed(data))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
