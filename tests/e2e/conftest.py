@@ -3,6 +3,7 @@
 ``kernel_build`` is the cached default build (BuildOptions()), built once if the cache is cold;
 ``guest_image`` the matching initramfs (with the build's modules). Tests that need extra guest
 files build their own image with ``build_image(modules_dir=kernel_build.modules_dir, extra_files=…)``.
+Both are in tests/conftest.py's HEAVY_FIXTURES: a test using either is marked ``slow`` (as well as ``vm``).
 """
 
 from __future__ import annotations

@@ -188,8 +188,8 @@ def _dump(pfns: list[int], hexa: bool) -> bytes:
 
 
 @pytest.mark.parametrize("hexa", [False, True], ids=["decimal-6.1", "hex-6.7+"])
-def test_po_read_stops_at_the_first_record_past_the_end(tmp_path: Path, hexa: bool) -> None:
-    reader = build_reader()
+def test_po_read_stops_at_the_first_record_past_the_end(po_read: Path, tmp_path: Path, hexa: bool) -> None:
+    reader = po_read
     dump = tmp_path / "dump"
     dump.write_bytes(_dump([1, 5, 4095, 4096, 4100, 70000], hexa))
     first = subprocess.run([str(reader), "-f", str(dump), "0", "4096"], capture_output=True, check=True).stdout
@@ -198,9 +198,9 @@ def test_po_read_stops_at_the_first_record_past_the_end(tmp_path: Path, hexa: bo
     assert everything == dump.read_bytes()
 
 
-def test_po_read_is_static_and_cached() -> None:
-    reader = build_reader()
-    assert build_reader() == reader
+def test_po_read_is_static_and_cached(po_read: Path) -> None:
+    reader = po_read
+    assert build_reader() == reader  # the second call is the cache hit
     # Static: an ELF without a PT_INTERP program header (the guest has no dynamic loader for it).
     data = reader.read_bytes()
     assert data[:5] == b"\x7fELF\x02"
@@ -211,8 +211,8 @@ def test_po_read_is_static_and_cached() -> None:
     assert types and 3 not in types  # PT_INTERP = 3
 
 
-def test_po_read_usage_errors_exit_2() -> None:
-    reader = build_reader()
+def test_po_read_usage_errors_exit_2(po_read: Path) -> None:
+    reader = po_read
     assert subprocess.run([str(reader)], capture_output=True).returncode == 2
     assert subprocess.run([str(reader), "12x"], capture_output=True).returncode == 2
     missing = subprocess.run([str(reader), "-f", "/nonexistent", "0"], capture_output=True, text=True)

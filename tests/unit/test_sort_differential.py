@@ -16,6 +16,9 @@ from sort_ctool import build_c_tools, run_c
 
 from pagelab import cli
 
+# Compiles the kernel's page_owner_sort (a C tool): never in the fast selection (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DUMPS = {
     "po61": "sort_po61.txt.xz",  # real 6.1 dump (boot), decimal PFNs, free_ts, slab flags
