@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE", help="write per-stack CSV")
     p.add_argument("--folded", metavar="FILE", help="write flame-graph folded stacks (weighted by pages)")
     p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving a handle-mode dump (7.x)")
+    p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("diff", help="per-stack growth between two snapshots")
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", metavar="N", type=int, default=20, help="stacks shown (default 20)")
     p.add_argument("--json", metavar="FILE|-", help="write diff JSON")
     p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving handle-mode dumps (7.x)")
+    p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("workloads", help="list the built-in workloads")
@@ -172,6 +174,7 @@ def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
         csv=args.csv,
         folded=args.folded,
         stacks=args.stacks,
+        build=args.build,
     )
     return report(opts, ui)
 
@@ -180,6 +183,7 @@ def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
     from pagelab.pageowner.commands import DiffOptions, diff
 
     opts = DiffOptions(before=args.before, after=args.after, top=args.top, json=args.json, stacks=args.stacks)
+    opts.build = args.build
     return diff(opts, ui)
 
 

@@ -28,6 +28,7 @@ class ReportOptions:
     csv: str | None = None
     folded: str | None = None
     stacks: str | None = None  # a show_stacks_handles file resolving a handle-mode input (handles.py)
+    build: str | None = None  # kernel build dir: source lines and MAINTAINERS sections (pagelab/source/)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class DiffOptions:
     top: int = 20
     json: str | None = None
     stacks: str | None = None  # one show_stacks_handles file for both inputs (the stack list only grows)
+    build: str | None = None  # kernel build dir: source lines and MAINTAINERS sections (pagelab/source/)
 
 
 def _check_top(top: int) -> None:
@@ -52,6 +54,13 @@ def report(opts: ReportOptions, ui: UI) -> int:
     Raises UsageError for bad options and InputError for an unreadable or malformed input.
     """
     _check_top(opts.top)
+    from pagelab.source import report as src
+
+    if src.is_allocinfo(opts.input):
+        return src.report_allocinfo(opts.input, ui, top=opts.top, json_out=opts.json)
+    opts.by, source_views = src.split_views(opts.by)
+    src.check_views(source_views, opts.build)
+    lens = src.lens_for(opts.build, ui)
     views = analyse.parse_views(opts.by)
     for expr in opts.filters:
         analyse.parse_filter(expr)  # usage errors before reading a large input
@@ -63,10 +72,16 @@ def report(opts: ReportOptions, ui: UI) -> int:
     missing = [k for k in views if k not in snap.available_keys()]
     if missing:
         ui.warn(f"--by {', '.join(missing)}: unavailable for show_stacks input (no per-record fields)")
-    render.render_report(ui, snap, top=opts.top, views=[k for k in views if k not in missing])
+    where = src.where_for(lens, (st.stack for st in snap.stacks.values()), ui)
+    render.render_report(
+        ui, snap, top=opts.top, views=[k for k in views if k not in missing], notes=src.notes_for(where)
+    )
+    src.render_views(ui, snap, source_views, where, opts.top)
     if opts.json:
         with export.open_output(opts.json, "--json") as fp:
-            export.write_json(export.report_json(snap), fp)
+            data = export.report_json(snap)
+            src.annotate_report(data, snap, where, source_views)
+            export.write_json(data, fp)
     if opts.csv:
         with export.open_output(opts.csv, "--csv") as fp:
             export.write_csv(snap, fp)
@@ -82,6 +97,11 @@ def diff(opts: DiffOptions, ui: UI) -> int:
     Raises UsageError for bad options and InputError for an unreadable or malformed input.
     """
     _check_top(opts.top)
+    from pagelab.source import report as src
+
+    if src.is_allocinfo(opts.before) and src.is_allocinfo(opts.after):
+        return src.diff_allocinfo(opts.before, opts.after, ui, top=opts.top, json_out=opts.json)
+    lens = src.lens_for(opts.build, ui)
     t0 = time.perf_counter()
     with ui.progress(f"reading {opts.before} and {opts.after}"):
         table = handles.load_stacks(opts.stacks) if opts.stacks else None
@@ -92,8 +112,15 @@ def diff(opts: DiffOptions, ui: UI) -> int:
     t1 = time.perf_counter()
     result = diff_mod.diff(before, after)
     timings = {"parse_s": round(t1 - t0, 3), "diff_s": round(time.perf_counter() - t1, 3)}
-    render.render_diff(ui, result, top=opts.top)
+    where = src.where_for(lens, [c.frames for c in result.changes], ui)
+    alloc = src.sibling_allocinfo([opts.before, opts.after])
+    growth = src.allocinfo_growth(alloc)
+    render.render_diff(ui, result, top=opts.top, notes=src.suspect_notes(result.grown[: opts.top], where, growth))
+    if alloc:
+        src.render_growth(ui, alloc, top=opts.top)
     if opts.json:
         with export.open_output(opts.json, "--json") as fp:
-            export.write_json(diff_mod.diff_to_json(result, timings=timings), fp)
+            out = diff_mod.diff_to_json(result, timings=timings)
+            src.annotate_diff(out, where, alloc)
+            export.write_json(out, fp)
     return 0
