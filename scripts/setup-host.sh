@@ -31,6 +31,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Linux 7.3 (the newest kernel the test matrix covers) is not in this machine's apt suites: fetch its
+# source through a private sources list into ~/.cache/pagelab/sources (`--kernel-src 7.3`).
+scripts/get-kernel-source.sh 7.3 trixie-backports
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -27,6 +27,9 @@ DEFAULT_TARBALL_GLOB = "/usr/src/linux-source-6.12.tar.*"
 DEFAULT_PACKAGE = "linux-source-6.12"
 
 _TARBALL_SUFFIXES = (".tar.xz", ".txz", ".tar.gz", ".tgz")
+#: ``--kernel-src 7.3``: Debian's linux-source-7.3 tarball, from /usr/src (apt-get install) or the sources
+#: directory scripts/get-kernel-source.sh fills for suites the machine's apt does not have.
+_SHORT_NAME = re.compile(r"\d+\.\d+")
 _TARBALL_MAGIC = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip"}
 
 
@@ -55,11 +58,35 @@ def resolve_source(spec: str | None, ui: UI) -> KernelSource:
     if spec is None:
         return _from_tarball(_default_tarball(), ui)
     path = Path(spec).expanduser()
+    if not path.exists() and _SHORT_NAME.fullmatch(spec):
+        return _from_tarball(debian_tarball(spec), ui, shown=spec)
     if not path.exists():
         raise InputError(spec, "no such file or directory (expected a kernel tree or a .tar.xz/.tar.gz tarball)")
     if path.is_dir():
         return _from_tree(path.resolve(), spec)
     return _from_tarball(path.resolve(), ui, shown=spec)
+
+
+def sources_dirs() -> list[Path]:
+    """Where ``--kernel-src X.Y`` looks for ``linux-source-X.Y.tar.*``, in order."""
+    dirs = [Path(os.environ["PAGELAB_SOURCES"])] if os.environ.get("PAGELAB_SOURCES") else []
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [*dirs, Path(base) / "pagelab" / "sources", Path("/usr/src")]
+
+
+def debian_tarball(version: str) -> Path:
+    """Debian's ``linux-source-VERSION`` tarball (``7.3``). Raises InputError naming how to get it."""
+    for d in sources_dirs():
+        found = sorted(p for p in glob.glob(str(d / f"linux-source-{version}.tar.*")) if p.endswith(_TARBALL_SUFFIXES))
+        if found:
+            return Path(found[-1])
+    where = ", ".join(str(d) for d in sources_dirs())
+    raise InputError(
+        version,
+        f"--kernel-src {version}: no linux-source-{version}.tar.* in {where}; fetch it with "
+        f"`scripts/get-kernel-source.sh {version} SUITE` (7.3: trixie-backports) or "
+        f"`apt-get install linux-source-{version}`, or pass a kernel tree or tarball path",
+    )
 
 
 def _default_tarball() -> Path:

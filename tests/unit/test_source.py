@@ -151,3 +151,20 @@ def test_git_tree_state_follows_head_and_uncommitted_edits(tmp_path: Path) -> No
     assert edited.state != clean.state
     (tree / "Kconfig").write_text('mainmenu "Linux edited again"\n')
     assert source.resolve_source(str(tree), quiet()).state != edited.state
+
+
+def test_a_short_version_finds_debian_tarballs_in_the_sources_dirs(tmp_path: Path, monkeypatch) -> None:
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    monkeypatch.setenv("PAGELAB_SOURCES", str(sources))
+    with pytest.raises(
+        InputError, match=r"9\.7: --kernel-src 9\.7: no linux-source-9\.7\.tar\.\* in .*get-kernel-source"
+    ):
+        source.resolve_source("9.7", quiet())
+    tree = make_tree(tmp_path / "t" / "linux-source-9.7")
+    with tarfile.open(sources / "linux-source-9.7.tar.xz", "w:xz") as tar:
+        tar.add(tree, arcname="linux-source-9.7")
+    src = source.resolve_source("9.7", quiet())
+    assert src.kind == "tarball" and src.origin == str(sources / "linux-source-9.7.tar.xz")
+    # The XDG cache's sources/ is where scripts/get-kernel-source.sh puts them by default.
+    assert source.sources_dirs()[1] == Path(os.environ["XDG_CACHE_HOME"]) / "pagelab" / "sources"
