@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
-import queue
-import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +21,9 @@ from qemu.qmp import QMPClient, QMPError
 from pagelab.errors import InfraError
 from pagelab.guest.console import ConsoleWatcher
 from pagelab.guest.qemu import QemuConfig
+from pagelab.procs import popen_tied
 
 _T = TypeVar("_T")
-_PR_SET_PDEATHSIG = 1
 QEMU_START_TIMEOUT = 20.0
 
 
@@ -41,57 +36,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# Resolved before any fork: the child of a threaded parent should not dlopen (its locks may be held).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent(parent: int) -> None:
-    """preexec_fn: SIGKILL QEMU when pagelab dies, even by SIGKILL (the kernel sends it, not us).
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked exits: _Launcher forks from a thread that
-    lives as long as the process.
-    """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # pagelab died between fork and prctl
-        os._exit(1)
-
-
-class _Launcher:
-    """Forks QEMU from one daemon thread that lives as long as pagelab.
-
-    PR_SET_PDEATHSIG is tied to the thread that forked: launched from a short-lived worker thread
-    (a thread pool, a test), QEMU would be killed when that thread ended. This thread only ends
-    with the process, which is exactly when QEMU should die.
-    """
-
-    def __init__(self) -> None:
-        self._requests: queue.Queue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]]
-        self._requests = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """subprocess.Popen(argv, **kwargs) run on the launcher thread (exceptions re-raised here)."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name="pagelab-launcher", daemon=True)
-                self._thread.start()
-        done: Future[subprocess.Popen[bytes]] = Future()
-        self._requests.put((done, argv, kwargs))
-        return done.result()
-
-    def _serve(self) -> None:
-        while True:
-            done, argv, kwargs = self._requests.get()
-            try:
-                done.set_result(subprocess.Popen(argv, **kwargs))
-            except BaseException as err:
-                done.set_exception(err)
-
-
-_launcher = _Launcher()
 
 
 class QmpMonitor:
@@ -158,17 +102,16 @@ class Machine:
         Raises PortInUse when the SSH forward port was taken, InfraError if QEMU exits or hangs.
         """
         argv = self.config.command()
-        parent = os.getpid()
         stderr = open(self.stderr_path, "wb")
         self.started_at = time.monotonic()
         try:
-            self.proc = _launcher.popen(
+            # SIGKILL when pagelab dies, even by SIGKILL: QEMU must never outlive it (pagelab/procs.py).
+            self.proc = popen_tied(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,  # Ctrl-C goes to pagelab, which shuts QEMU down in order
-                preexec_fn=lambda: _die_with_parent(parent),
             )
         except OSError as err:
             raise InfraError(f"cannot start {argv[0]}: {err.strerror}") from None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import fcntl
 import glob
@@ -49,7 +48,7 @@ from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_
 from pagelab.errors import BuildError, InputError, UsageError
 from pagelab.kernel import kconfig
 from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
-from pagelab.procs import signals_interrupt
+from pagelab.procs import popen_tied, signals_interrupt, step_failed, tool_version
 from pagelab.resources import kconfigs_dir
 from pagelab.ui import UI
 
@@ -61,7 +60,6 @@ BASES = ("tinyconfig", "defconfig")
 KBUILD_ENV = ("ARCH", "CROSS_COMPILE", "LLVM", "KCFLAGS", "KCPPFLAGS", "KAFLAGS", "KRUSTFLAGS", "LOCALVERSION")
 #: Bump when the layout or what a result contains changes: old entries are then ignored.
 LAYOUT = "1"
-FAILED_TAIL_LINES = 40
 #: Build trees per group: two configs (say the default and a memcg one) can alternate without either
 #: recompiling the other's objects. Each tree is a full O= dir (~200 MB for the default config).
 WORK_TREES = 2
@@ -170,19 +168,12 @@ def _compiler(make_vars: Sequence[str]) -> str:
     if os.environ.get("LLVM") and cc == "gcc":
         cc = "clang"
     cc = os.environ.get("CROSS_COMPILE", "") + cc if cc == "gcc" else cc
-    try:
-        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise BuildError(
-            f"compiler {cc!r} does not run ({err}); install build-essential (scripts/setup-host.sh)"
-        ) from None
-    version = out.splitlines()[0].strip() if out else cc
+    version = tool_version([*shlex.split(cc), "--version"])
+    if version is None:
+        raise BuildError(f"compiler {cc!r} does not run; install build-essential (scripts/setup-host.sh)")
     # Kbuild also records the linker's version in .config (LD_VERSION): a binutils upgrade is a new build.
-    try:
-        ld = subprocess.run(["ld", "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        ld = "ld: unknown"
-    return f"{version} | {ld.strip()}"
+    ld = tool_version(["ld", "--version"]) or "ld: unknown"
+    return f"{version} | {ld}"
 
 
 def _plan(opts: BuildOptions, ui: UI) -> _Plan:
@@ -519,8 +510,9 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
         # process group (make, the sub-makes, the compilers): no orphan keeps writing into a build
         # tree whose lock is gone. (The death signal is not inherited, so make itself cannot get it.)
         guarded = ["sh", "-c", 'trap "trap - TERM; kill -TERM 0" TERM; "$@" & wait $!', "sh", *cmd]
-        proc = subprocess.Popen(
+        proc = popen_tied(
             guarded,
+            death_signal=signal.SIGTERM,
             cwd=cwd,
             env=kconfig.kbuild_env(),
             stdout=subprocess.PIPE,
@@ -529,7 +521,6 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
             text=True,
             errors="replace",
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         # SIGTERM unwinds like Ctrl-C, so make is stopped and nothing looks valid.
         with signals_interrupt():
@@ -564,18 +555,8 @@ def _run_make(cmd: list[str], cwd: Path, log: Path, estimate: int | None, ui: UI
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
     if rc != 0:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        tail = "\n".join(lines[-FAILED_TAIL_LINES:])
-        raise BuildError(
-            f"kernel build failed (make exit {rc}); last {FAILED_TAIL_LINES} lines:\n{tail}\nfull log: {log}"
-        )
+        raise step_failed("kernel build", rc, log=log)
     return count
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask for SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:
@@ -593,8 +574,7 @@ def _install_modules(plan: _Plan, obj: Path, entry: Path, log: Path) -> Path:
         ).returncode
     if rc != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-FAILED_TAIL_LINES:])
-        raise BuildError(f"make modules_install failed (exit {rc}):\n{tail}\nfull log: {log}")
+        raise step_failed("make modules_install", rc, log=log)
     # The `build` link points into this cache entry; a guest image must not follow it.
     for link in tmp.glob("lib/modules/*/build"):
         if link.is_symlink():

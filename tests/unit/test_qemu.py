@@ -127,13 +127,12 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_a_child_started_like_qemu_dies_when_pagelab_is_sigkilled(tmp_path: Path) -> None:
-    # Same preexec as QEMU's launch; the parent is SIGKILLed, so only the kernel can kill the child.
+    # Launched as QEMU is (pagelab/procs.py); the parent is SIGKILLed, so only the kernel can kill the child.
     script = textwrap.dedent(
         """
-        import os, subprocess, sys, time
-        from pagelab.guest.machine import _die_with_parent
-        parent = os.getpid()
-        p = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: _die_with_parent(parent), start_new_session=True)
+        import time
+        from pagelab.procs import popen_tied
+        p = popen_tied(["sleep", "60"], start_new_session=True)
         print(p.pid, flush=True)
         time.sleep(60)
         """
@@ -160,13 +159,12 @@ def test_a_child_started_like_qemu_dies_when_pagelab_is_sigkilled(tmp_path: Path
 
 def test_a_child_launched_from_a_short_lived_thread_outlives_that_thread() -> None:
     # PR_SET_PDEATHSIG follows the forking *thread*; the launcher thread lives as long as pagelab.
-    from pagelab.guest.machine import _die_with_parent, _launcher
+    from pagelab.procs import popen_tied
 
-    parent = os.getpid()
     box: dict[str, subprocess.Popen[bytes]] = {}
 
     def worker() -> None:
-        box["p"] = _launcher.popen(["sleep", "30"], preexec_fn=lambda: _die_with_parent(parent))
+        box["p"] = popen_tied(["sleep", "30"])
 
     t = threading.Thread(target=worker)
     t.start()
