@@ -33,6 +33,8 @@ import zstandard
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
+from pagelab.pageowner.handles import Resolver, parse_stacks
+from pagelab.procs import step_failed, tool_version
 from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
@@ -58,10 +60,9 @@ Sink = Callable[[bytes], object]
 # -- the static reader ------------------------------------------------------------------------------
 def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
     """``po-read`` compiled statically for the guest (cached by source and compiler). Raises BuildError."""
-    try:
-        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        raise BuildError("gcc not found: install build-essential (scripts/setup-host.sh)") from None
+    cc = tool_version(["gcc", "--version"])
+    if cc is None:
+        raise BuildError("gcc not found: install build-essential (scripts/setup-host.sh)")
     directory = cache_dir("tools", content_key([file_sha256(source), cc, "-static -O2"]))
     binary = directory / "po-read"
     with file_lock(directory / ".lock"):
@@ -75,8 +76,9 @@ def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
         )
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
-            first = (proc.stderr.strip().splitlines() or ["no output"])[0]
-            raise BuildError(f"{source}: gcc -static failed (is libc6-dev installed?): {first}")
+            raise step_failed(
+                f"{source}: gcc -static", proc.returncode, output=proc.stderr, hint="is libc6-dev installed?"
+            )
         os.replace(tmp, binary)
     return binary
 
@@ -311,18 +313,21 @@ def _serve() -> None:
             payload = _read_exact(inp, n)
             if kind != b"B":
                 continue
-            path, label, name = payload.decode().split("\0", 2)
-            reply = pickle.dumps(_one_snapshot(inp, path, label, name), protocol=pickle.HIGHEST_PROTOCOL)
+            path, label, name, handles = payload.decode().split("\0", 3)
+            result = _one_snapshot(inp, path, label, name, handles == "1")
+            reply = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
             out.write(_LEN.pack(len(reply)) + reply)
             out.flush()
 
 
-def _one_snapshot(inp: BinaryIO, path: str, label: str, name: str) -> tuple[str, Any, int]:
+def _one_snapshot(inp: BinaryIO, path: str, label: str, name: str, handles: bool = False) -> tuple[str, Any, int]:
     """Compress the dump to ``path`` and parse it (named ``name``, the file it will be renamed to).
 
-    Reads to the end message whatever fails, so the next snapshot starts in step.
+    ``handles``: a resolved handle-mode read, where a record whose handle could not be resolved is
+    counted (and warned about) rather than refused. Reads to the end message whatever fails, so the
+    next snapshot starts in step.
     """
-    builder = SnapshotBuilder(label=label, source=name, name=name)
+    builder = SnapshotBuilder(label=label, source=name, name=name, handles=handles)
     total = 0
     error: tuple[str, ...] | None = None
     write_error: OSError | None = None
@@ -396,9 +401,10 @@ class AnalysisWorker:
         except (BrokenPipeError, OSError, ValueError):
             raise InfraError("the snapshot analysis process died") from None
 
-    def begin(self, path: Path, label: str, name: Path | None = None) -> None:
-        """Start a snapshot written to ``path``, parsed as ``name`` (default ``path``)."""
-        self._send(b"B", f"{path}\0{label}\0{name or path}".encode())
+    def begin(self, path: Path, label: str, name: Path | None = None, *, handles: bool = False) -> None:
+        """Start a snapshot written to ``path``, parsed as ``name`` (default ``path``); ``handles`` as
+        ``_one_snapshot``'s."""
+        self._send(b"B", f"{path}\0{label}\0{name or path}\0{int(handles)}".encode())
 
     def feed(self, data: bytes) -> None:
         self._send(b"D", data)
@@ -447,10 +453,15 @@ class SnapshotFile:
     ranges: int
     stacks_path: Path | None = None
     stacks_seconds: float = 0.0
+    # "handle": read with mode=handle and resolved through show_stacks_handles (the .zst holds the
+    # resolved, stack-mode text); "stack": read as the kernel formats it by default.
+    read_mode: str = "stack"
+    fetched_handles: int = 0  # handles show_stacks_handles lacked, read from one record each
 
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "read_mode": self.read_mode,
             "records": self.snapshot.records,
             "total_pages": self.snapshot.total_pages,
             "path": str(self.path),
@@ -551,11 +562,17 @@ class Collector:
         *,
         readers: int | None = None,
         timeout: float = 1800.0,
+        read_mode: str = "auto",
     ) -> None:
+        """``read_mode``: "auto" reads handles where the kernel can (7.x), "stack" never does, "handle"
+        insists (InfraError on a kernel without it)."""
+        if read_mode not in ("auto", "stack", "handle"):
+            raise ValueError(f"read_mode must be auto, stack or handle, not {read_mode!r}")
         self.guest = guest
         self.out_dir = Path(out_dir)
         self.ui = ui
         self.timeout = timeout
+        self._read_mode = read_mode
         self._readers = readers
         self._memory: GuestMemory | None = None
         self._analysis: AnalysisWorker | None = None
@@ -594,6 +611,40 @@ class Collector:
             return 1, [(0, None)]
         return readers, split_ranges(mem.spans, readers * RANGES_PER_READER)
 
+    def read_mode(self) -> str:
+        """ "handle" or "stack": what the next snapshot reads. Raises InfraError if "handle" cannot be had."""
+        if self._read_mode == "stack":
+            return "stack"
+        if self.memory.has_handle_mode and self.memory.has_reader:
+            return "handle"
+        if self._read_mode == "handle":
+            raise InfraError(
+                f"guest: {PAGE_OWNER} takes no mode=handle or {SHOW_STACKS_HANDLES} is missing (a 7.x kernel has both)"
+            )
+        return "stack"
+
+    def _stack_table(self) -> dict[int, bytes]:
+        """show_stacks_handles, read once per snapshot (before the dump: a stack is never removed)."""
+        chunks: list[bytes] = []
+        _run_stream(self.guest, f"cat {SHOW_STACKS_HANDLES}", chunks.append, self.timeout)
+        try:
+            return parse_stacks(b"".join(chunks), SHOW_STACKS_HANDLES)
+        except InputError as err:
+            raise InfraError(f"guest: {err}") from None
+
+    def _fetch_stack(self, handle: int, pfn: int | None) -> bytes | None:
+        """The frames of ``handle`` from the record at ``pfn``, read in stack_handle mode; None when that
+        page changed hands meanwhile. show_stacks_handles never lists the early-boot stack
+        (mm/page_owner.c: early_handle is not on the stack list), so each snapshot asks once for it."""
+        if pfn is None:
+            return None
+        out: list[bytes] = []
+        _run_stream(self.guest, reader_command(pfn, pfn + 1, mode="stack_handle"), out.append, self.timeout)
+        frames = [line for line in b"".join(out).split(b"\n") if line.startswith(b" ")]
+        if f"\nhandle: {handle}\n".encode() not in b"".join(out) or not frames:
+            return None
+        return b"\n".join(frames) + b"\n"
+
     def take(self, label: str) -> SnapshotFile:
         """Take the next snapshot: raw file first, analysis alongside. Raises InfraError, GuestCrash."""
         index = len(self.taken)
@@ -604,14 +655,24 @@ class Collector:
         # whole (a killed QEMU, a signal or a full disk leaves no half file named like a snapshot).
         partial = self.out_dir / f".{stem}.page_owner.zst.partial"
         readers, ranges = self.plan()
-        self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
+        mode = self.read_mode()
+        self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''}, {mode} mode)")
         t0 = time.perf_counter()
         worker = self._worker()
-        worker.begin(partial, label, path)
+        resolver = Resolver(self._stack_table(), self._fetch_stack) if mode == "handle" else None
+        worker.begin(partial, label, path, handles=resolver is not None)
+        consume: Sink = worker.feed
+        if resolver is not None:
+            # Stacks go back in on the host, before the bytes reach the .zst and the parser: both see
+            # exactly what a stack-mode read gives (pagelab/pageowner/handles.py).
+            def consume(data: bytes) -> None:
+                out = resolver.feed(data)
+                if out:
+                    worker.feed(out)
 
         def job(start: int, end: int | None) -> Callable[[Sink], None]:
             cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
-            cmd = cmd or reader_command(start, end)
+            cmd = cmd or reader_command(start, end, mode="handle" if resolver is not None else None)
 
             def run(sink: Sink) -> None:
                 _run_stream(self.guest, cmd, sink, self.timeout)
@@ -623,10 +684,14 @@ class Collector:
                 read_in_order(
                     [job(s, e) for s, e in ranges],
                     readers,
-                    worker.feed,
+                    consume,
                     spool_dir=str(self.out_dir),
                     on_job_done=lambda i: bar.update(completed=i + 1),
                 )
+                if resolver is not None:
+                    tail = resolver.close()
+                    if tail:
+                        worker.feed(tail)
         except BaseException:
             # The child is mid-snapshot; a fresh one serves the next call. close() waits for it to exit,
             # so the partial file is finished with when it is removed.
@@ -648,7 +713,9 @@ class Collector:
             raise
         os.replace(partial, path)
         seconds = time.perf_counter() - t0
-        taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
+        taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges), read_mode=mode)
+        if resolver is not None:
+            taken.fetched_handles = resolver.fetched
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
             t1 = time.perf_counter()

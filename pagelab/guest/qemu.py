@@ -12,12 +12,12 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pagelab.cache import atomic_write, cache_dir, content_key
 from pagelab.errors import InfraError, UsageError
+from pagelab.procs import tool_version
 
 QEMU_BINARY = "qemu-system-x86_64"
 # Always on the kernel command line (the user's --append comes after, so it can override).
@@ -102,8 +102,7 @@ def qemu_version(binary: str = QEMU_BINARY) -> str:
     path = shutil.which(binary)
     if path is None:
         raise InfraError(f"{binary} not found: install qemu-system-x86 (scripts/setup-host.sh)")
-    proc = subprocess.run([path, "--version"], capture_output=True, text=True)
-    return proc.stdout.splitlines()[0].strip() if proc.stdout else "unknown"
+    return tool_version([path, "--version"]) or "unknown"
 
 
 def kvm_usable() -> str | None:

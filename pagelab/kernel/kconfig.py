@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pagelab.errors import BuildError, InputError, UsageError
+from pagelab.errors import InputError, UsageError
+from pagelab.procs import step_failed
 
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set\s*$")
@@ -190,8 +191,7 @@ def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str) -> None:
             cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False, env=kbuild_env()
         )
     if proc.returncode != 0:
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
-        raise BuildError(f"{what} failed (exit {proc.returncode}); full log: {log}\n{tail}")
+        raise step_failed(what, proc.returncode, log=log)
 
 
 # -- the tree's Kconfig files --------------------------------------------------------------------

@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
-from pagelab.errors import BuildError, UsageError
+from pagelab.errors import UsageError
+from pagelab.procs import step_failed
 from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
 MODULES_DIR = guest_dir() / "modules"
-_TAIL = 15
 
 
 def available() -> list[str]:
@@ -46,6 +46,8 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
         cmd = ["make", "-C", str(build_dir), f"M={work}", f"MO={work}", f"-j{jobs or os.cpu_count() or 1}", "modules"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not ko.exists():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_TAIL:])
-            raise BuildError(f"test module {name}: `{' '.join(cmd)}` failed (status {proc.returncode}):\n{tail}")
+            hint = f"no {ko.name} produced" if proc.returncode == 0 else ""
+            raise step_failed(
+                f"test module {name}: `{' '.join(cmd)}`", proc.returncode, output=proc.stdout + proc.stderr, hint=hint
+            )
     return ko

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
-from pagelab.errors import BuildError, InputError
+from pagelab.errors import InputError
+from pagelab.procs import step_failed
 from pagelab.ui import UI
 
 #: The default source: Debian's ``linux-source-6.12`` package (scripts/setup-host.sh installs it).
@@ -242,7 +243,7 @@ def unpack_once(path: Path, identity: str, ui: UI) -> Path:
                         ["tar", "-xf", str(path), "-C", str(tmp)], capture_output=True, text=True, check=False
                     )
                     if proc.returncode != 0:
-                        raise BuildError(f"unpacking {path} failed: {proc.stderr.strip()[-500:]}")
+                        raise step_failed(f"unpacking {path}", proc.returncode, output=proc.stderr)
                     os.rename(tmp, final)
                 finally:
                     if tmp.exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pagelab.errors import InputError, UsageError
+from pagelab.pageowner.identities import NS, Allocations, now_ns
 from pagelab.pageowner.inputs import display_name, open_input
 from pagelab.pageowner.parse import CHUNK_SIZE, Parser, Record, StackCount, parse_frame
 
@@ -80,6 +81,37 @@ ALLOCATOR_FRAMES: tuple[str, ...] = (
     "__do_krealloc",
     "kmemdup*",
     "kstrdup*",
+    "kvrealloc*",
+    "__do_kmalloc_node",
+    "slab_alloc_node",
+    # SLUB sheaves, Linux 7.x: the per-CPU slabs were replaced by sheaves refilled in bulk; the frames of
+    # mm/slub.c in 7.3.4 between kmem_cache_alloc/kmalloc and new_slab (alloc_from_pcs →
+    # __pcs_replace_empty_main → refill_sheaf → refill_objects → alloc_from_new_slab, and the prefill API).
+    "alloc_from_pcs",
+    "__pcs_replace_empty_main",
+    "alloc_full_sheaf",
+    "refill_sheaf",
+    "refill_objects",
+    "__refill_objects",
+    "alloc_from_new_slab",
+    "alloc_single_from_new_slab",
+    "__alloc_empty_sheaf",
+    "alloc_empty_sheaf",
+    "kmem_cache_prefill_sheaf",
+    "kmem_cache_alloc_from_sheaf*",
+    # percpu (mm/percpu.c, percpu-vm.c: pcpu_alloc_noprof → pcpu_populate_chunk → pcpu_alloc_pages, 6.12 and 7.3)
+    "pcpu_alloc*",
+    "pcpu_populate_chunk",
+    "pcpu_create_chunk",
+    "pcpu_balance_populated",
+    "__alloc_percpu*",
+    "alloc_percpu*",
+    # page_pool (net/core/page_pool.c: page_pool_alloc_pages/_netmems/_frag → __page_pool_alloc_*_slow,
+    # page_pool_refill_alloc_cache; 6.12 and 7.3)
+    "page_pool_alloc*",
+    "__page_pool_alloc*",
+    "page_pool_refill_alloc_cache",
+    "page_pool_dev_alloc*",
     # vmalloc
     "vm_area_alloc_pages",
     "__vmalloc*",
@@ -263,6 +295,9 @@ class Snapshot:
     filters: tuple[str, ...] = ()
     seconds: float = 0.0
     bytes_read: int = 0
+    # Every record's (PFN, order, ts) and row, when each record has a PFN and a ts (identities.py).
+    allocs: Allocations | None = None
+    clock_ns: int | None = None  # the guest's clock (page_owner's ts clock) when the snapshot was taken
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -274,9 +309,10 @@ class Snapshot:
         source: str = "<stream>",
         name: str | None = None,
         handles: bool = False,
+        identities: bool = True,
     ) -> Snapshot:
         """Read a binary stream to the end (``handles``: as Parser's). Raises InputError on bad content."""
-        builder = SnapshotBuilder(label=label, source=source, name=name, handles=handles)
+        builder = SnapshotBuilder(label=label, source=source, name=name, handles=handles, identities=identities)
         read = stream.read
         while True:
             try:
@@ -300,8 +336,12 @@ class Snapshot:
         has_pfn: bool = False,
         warnings: Sequence[str] = (),
         filters: Sequence[str] = (),
+        allocs: Allocations | None = None,
     ) -> Snapshot:
-        """Derive the per-stack table from counter rows (a dump) or stack pages (show_stacks)."""
+        """Derive the per-stack table from counter rows (a dump) or stack pages (show_stacks).
+
+        ``allocs`` rows index ``rows`` in its insertion order.
+        """
         stacks: dict[tuple[str, ...], StackStats] = {}
         records: int | None
         if kind == "dump":
@@ -324,7 +364,9 @@ class Snapshot:
             st.module = module_of(st.stack)
             st.cls = allocator_class(st.stack)
         total = sum(st.pages for st in stacks.values())
-        return cls(kind, label, source, records, total, stacks, rows, list(warnings), has_pfn, tuple(filters))
+        snap = cls(kind, label, source, records, total, stacks, rows, list(warnings), has_pfn, tuple(filters))
+        snap.allocs = allocs if kind == "dump" else None
+        return snap
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -337,8 +379,10 @@ class Snapshot:
         return sorted(self.stacks.values(), key=lambda s: (-s.pages, s.callsite, s.stack))
 
     def available_keys(self) -> tuple[str, ...]:
-        """Group-by keys this input supports (show_stacks has no per-record fields)."""
-        return GROUP_KEYS if self.kind == "dump" else STACK_KEYS
+        """Group-by keys this input supports (show_stacks has no per-record fields; age needs PFN and ts)."""
+        if self.kind != "dump":
+            return STACK_KEYS
+        return (*GROUP_KEYS, "age") if self.allocs is not None else GROUP_KEYS
 
     def group(self, key: str) -> list[Group]:
         """A group-by view, largest first. ``gfp`` counts a record once per flag it carries.
@@ -346,6 +390,8 @@ class Snapshot:
         Raises UsageError for an unknown key or a per-record key on show_stacks input.
         """
         key = _canonical_key(key)
+        if key == "age":
+            return self._group_by_age()
         if key not in self.available_keys():
             raise UsageError(
                 f"--by {key}: show_stacks input has no per-record fields; available: {', '.join(STACK_KEYS)}"
@@ -375,6 +421,62 @@ class Snapshot:
         out = [Group(k, pages, n if self.kind == "dump" else None) for k, (n, pages) in acc.items()]
         out.sort(key=lambda g: (-g.pages, g.key))
         return out
+
+    def _group_by_age(self) -> list[Group]:
+        """Pages by allocation age (snapshot time minus ts), oldest bucket first."""
+        allocs = self._need_allocs("--by age")
+        now = now_ns(self)
+        acc = [[0, 0] for _ in AGE_BUCKETS]
+        for po, ts in zip(allocs.pfn_order, allocs.ts, strict=True):
+            age = (now - ts) / NS
+            b = next(i for i, (limit, _) in enumerate(AGE_BUCKETS) if age < limit)
+            acc[b][0] += 1
+            acc[b][1] += 1 << (po & 63)
+        out = [Group(name, pages, n) for (_, name), (n, pages) in zip(AGE_BUCKETS, acc, strict=True) if n]
+        return out[::-1]
+
+    def _need_allocs(self, what: str) -> Allocations:
+        if self.allocs is None:
+            why = "show_stacks input" if self.kind != "dump" else "records without a PFN line or ts"
+            raise UsageError(f"{what}: {self.source} has no allocation timestamps ({why}); expected a dump of ≥ 5.11")
+        return self.allocs
+
+    def older_than(self, seconds: float) -> Snapshot:
+        """A new Snapshot with only the allocations at least ``seconds`` old (at the snapshot's time).
+
+        Raises UsageError when the input has no allocation timestamps.
+        """
+        allocs = self._need_allocs("--older-than")
+        cutoff = now_ns(self) - round(seconds * NS)
+        keys = list(self.rows)
+        rows: dict[RowKey, list[int]] = {}
+        kept = Allocations()
+        index: dict[int, int] = {}
+        for po, ts, r in zip(allocs.pfn_order, allocs.ts, allocs.row, strict=True):
+            if ts > cutoff:
+                continue
+            new = index.get(r)
+            if new is None:
+                new = index[r] = len(rows)
+                rows[keys[r]] = [0, 0]
+            c = rows[keys[r]]
+            c[0] += 1
+            c[1] += 1 << (po & 63)
+            kept.pfn_order.append(po)
+            kept.ts.append(ts)
+            kept.row.append(new)
+        snap = Snapshot.from_rows(
+            kind="dump",
+            label=self.label,
+            source=self.source,
+            rows=rows,
+            has_pfn=self.has_pfn,
+            warnings=self.warnings,
+            filters=(*self.filters, f"age>={format_duration(seconds)}"),
+            allocs=kept,
+        )
+        snap.clock_ns = now_ns(self)
+        return snap
 
     def fragmentation(self) -> Fragmentation | None:
         """Mixed-pageblock pages, or None when the input has no PFN lines (or is show_stacks)."""
@@ -429,9 +531,37 @@ class Snapshot:
 def _canonical_key(key: str) -> str:
     k = key.strip().lower()
     k = {"allocator": "class", "mt": "migratetype", "flags": "gfp", "name": "comm", "mod": "module"}.get(k, k)
-    if k not in GROUP_KEYS:
-        raise UsageError(f"--by {key!r}: unknown view; expected one of {', '.join(GROUP_KEYS)}")
+    if k not in (*GROUP_KEYS, "age"):
+        raise UsageError(f"--by {key!r}: unknown view; expected one of {', '.join((*GROUP_KEYS, 'age'))}")
     return k
+
+
+# Age buckets of ``--by age``: (upper bound in seconds, name).
+AGE_BUCKETS: tuple[tuple[float, str], ...] = (
+    (1, "<1s"),
+    (10, "1s-10s"),
+    (60, "10s-1m"),
+    (600, "1m-10m"),
+    (3600, "10m-1h"),
+    (float("inf"), ">=1h"),
+)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, option: str = "--older-than") -> float:
+    """``'90'``, ``'90s'``, ``'1.5m'``, ``'2h'``, ``'500ms'`` → seconds. Raises UsageError naming ``option``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|min|m|h|d)?\s*", text)
+    if m is None:
+        raise UsageError(f"{option} {text!r}: expected a duration such as 30s, 5m, 2h or 500ms")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the shortest of ``'500ms'``, ``'30s'``, ``'5m'``, ``'2h'``."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
 def _stack_key(st: StackStats, key: str) -> str:
@@ -511,12 +641,15 @@ class SnapshotBuilder:
         name: str | None = None,
         kind: str | None = None,
         handles: bool = False,
+        identities: bool = True,
     ) -> None:
         self.label = label
         self.source = source
-        self._rows: dict[RowKey, list[int]] = {}
+        self._rows: dict[RowKey, list[int]] = {}  # [records, pages, row index]
         self._stack_pages: dict[tuple[str, ...], int] = {}
         self._has_pfn = False
+        # Identities cost three array appends per record; a record without PFN or ts turns them off.
+        self._allocs: Allocations | None = Allocations() if identities else None
         self._bytes = 0
         self._t0 = time.perf_counter()
         self._parser = Parser(self._add, name=name or source, kind=kind, handles=handles)
@@ -535,12 +668,21 @@ class SnapshotBuilder:
             )
             c = self._rows.get(key)
             if c is None:
-                self._rows[key] = [1, 1 << item.order]
+                c = self._rows[key] = [1, 1 << item.order, len(self._rows)]
             else:
                 c[0] += 1
                 c[1] += 1 << item.order
-            if item.pfn is not None:
+            pfn = item.pfn
+            if pfn is not None:
                 self._has_pfn = True
+            allocs = self._allocs
+            if allocs is not None:
+                if pfn is None or item.ts_ns is None:
+                    self._allocs = None
+                else:
+                    allocs.pfn_order.append(pfn << 6 | item.order)
+                    allocs.ts.append(item.ts_ns)
+                    allocs.row.append(c[2])
         else:
             sp = self._stack_pages
             sp[item.stack] = sp.get(item.stack, 0) + item.pages
@@ -557,10 +699,11 @@ class SnapshotBuilder:
             kind=summary.kind or "dump",
             label=self.label,
             source=self.source,
-            rows=self._rows,
+            rows={k: v[:2] for k, v in self._rows.items()},
             stack_pages=self._stack_pages,
             has_pfn=self._has_pfn,
             warnings=summary.warnings,
+            allocs=self._allocs if self._rows else None,
         )
         snap.seconds = time.perf_counter() - self._t0
         snap.bytes_read = self._bytes
@@ -579,16 +722,26 @@ def default_label(path: str | os.PathLike[str]) -> str:
 
 
 def load_snapshot(
-    path: str | os.PathLike[str], label: str | None = None, stacks: Mapping[int, bytes] | None = None
+    path: str | os.PathLike[str],
+    label: str | None = None,
+    stacks: Mapping[int, bytes] | None = None,
+    *,
+    identities: bool = True,
 ) -> Snapshot:
     """Load a dump or show_stacks file (path, ``-``, gz/xz/zst/bz2). Raises InputError on bad input.
 
     ``stacks`` (pageowner/handles.py ``load_stacks``) resolves a handle-mode dump or show_handles file.
+    ``identities=False`` skips the per-allocation columns (no cohorts, ages or verdicts beyond ``growth``).
     """
     name = display_name(path)
     with open_input(path, stacks=stacks) as stream:
         return Snapshot.from_stream(
-            stream, label=label or default_label(path), source=name, name=name, handles=stacks is not None
+            stream,
+            label=label or default_label(path),
+            source=name,
+            name=name,
+            handles=stacks is not None,
+            identities=identities,
         )
 
 

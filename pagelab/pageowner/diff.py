@@ -6,9 +6,12 @@ and dropping the allocator-internal prefix also merges the slab fast and slow pa
 show_stacks does not count early-boot pages, so when the kinds are mixed the ``early`` stacks of the
 dumps are left out of every total and stack (``Diff.excluded_early``).
 
-Status of ``to_json``: ``crash`` if crashes were given, else ``leak`` if any suspect grew monotonically
-by more than ``threshold`` pages (default 0: any monotonic growth counts), else ``ok``; ``error`` only
-when the caller says so.
+Between dumps, allocations are followed too (identities.py): every suspect gets a verdict (verdicts.py:
+leak, cache, growth, transient), its cohorts and page ages, and a diff's changes their survivors.
+
+Status of ``to_json``: ``crash`` if crashes were given, else ``leak`` if any suspect with a failing
+verdict (``leak``, or ``growth`` without identities) grew monotonically by more than ``threshold`` pages
+(default 0), else ``ok``; ``error`` only when the caller says so.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pagelab.pageowner import identities, verdicts
 from pagelab.pageowner.analyse import Snapshot, StackStats, identity
+from pagelab.pageowner.identities import History
 
 __all__ = ["Change", "Diff", "Suspect", "diff", "suspects", "to_json"]
 
@@ -61,6 +66,17 @@ class Change:
     cls: str
     before: int
     after: int
+    survivors: int | None = None  # pages of `before` still alive in `after` (None: no identities)
+
+    @property
+    def born(self) -> int | None:
+        """Pages allocated since ``before`` (None without identities)."""
+        return None if self.survivors is None else self.after - self.survivors
+
+    @property
+    def freed(self) -> int | None:
+        """Pages of ``before`` freed by ``after`` (None without identities)."""
+        return None if self.survivors is None else self.before - self.survivors
 
     @property
     def delta(self) -> int:
@@ -85,6 +101,7 @@ class Diff:
     total_before: int
     total_after: int
     excluded_early: int  # dump pages left out because the other side is show_stacks
+    tracked: identities.Tracking | None = None  # the allocations followed from before to after
 
     @property
     def grown(self) -> list[Change]:
@@ -100,13 +117,16 @@ def diff(before: Snapshot, after: Snapshot) -> Diff:
     drop = _mixed((before, after))
     b = _by_identity(before, drop)
     a = _by_identity(after, drop)
+    tracked = identities.track([before, after])
     changes = []
     for key in b.keys() | a.keys():
         mb, ma = b.get(key), a.get(key)
         rep = (ma or mb).stats  # type: ignore[union-attr]
-        changes.append(
-            Change(rep.stack, rep.callsite, rep.module, rep.cls, mb.pages if mb else 0, ma.pages if ma else 0)
-        )
+        c = Change(rep.stack, rep.callsite, rep.module, rep.cls, mb.pages if mb else 0, ma.pages if ma else 0)
+        if tracked.available:
+            h = tracked.histories.get(key)
+            c.survivors = h.survivors if h is not None else 0
+        changes.append(c)
     changes.sort(key=lambda c: (-c.delta, c.callsite, c.frames))
     excluded = (before.early_pages if before.kind == "dump" else 0) + (after.early_pages if after.kind == "dump" else 0)
     return Diff(
@@ -116,6 +136,7 @@ def diff(before: Snapshot, after: Snapshot) -> Diff:
         sum(m.pages for m in b.values()),
         sum(m.pages for m in a.values()),
         excluded if drop else 0,
+        tracked,
     )
 
 
@@ -132,10 +153,29 @@ class Suspect:
     callsite: str
     module: str | None
     cls: str
+    verdict: str = verdicts.GROWTH
+    history: History | None = None  # cohorts and ages, when identities were followed
+    labels: tuple[str, ...] = ()  # the snapshots' labels, for the cohorts' names
 
     @property
     def new(self) -> bool:
         return self.per_snapshot[0] == 0
+
+    @property
+    def failing(self) -> bool:
+        """Whether ``--fail-on-growth`` counts this suspect (a leak, or growth identities cannot explain)."""
+        return self.verdict in verdicts.FAILING
+
+    def cohorts(self) -> list[dict[str, Any]]:
+        """``[{born, alive}]``: per birth snapshot with pages, those pages alive at it and every later one."""
+        h = self.history
+        if h is None:
+            return []
+        return [
+            {"born": self.labels[i] if i < len(self.labels) else str(i), "alive": h.cohorts[i][i:]}
+            for i in range(len(h.cohorts))
+            if h.born(i) > 0
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,15 +188,25 @@ class Suspect:
             "frames": list(self.frames),
             "class": self.cls,
             "new": self.new,
+            "verdict": self.verdict,
+            "cohorts": self.cohorts(),
+            "age": None
+            if self.history is None
+            else {"median_s": self.history.median_age_s, "oldest_s": self.history.oldest_age_s},
+            "survivors": None if self.history is None else self.history.survivors,
+            "freed_pages": None if self.history is None else self.history.freed,
+            "turnover": None if self.history is None else self.history.turnover,
         }
 
 
-def suspects(snapshots: Sequence[Snapshot]) -> list[Suspect]:
+def suspects(snapshots: Sequence[Snapshot], tracked: identities.Tracking | None = None) -> list[Suspect]:
     """Stacks whose pages grew from the first snapshot (baseline) to the last, largest growth first.
 
-    ``monotonic``: never decreased and increased at least once. At equal growth a monotonic stack ranks
-    above one that went up and down, then more increasing steps rank higher. Raises ValueError for
-    fewer than two snapshots.
+    ``monotonic``: never decreased and increased at least once. Each suspect gets a verdict (verdicts.py)
+    from its allocations' cohorts when every snapshot is a dump with PFN and ts (identities.py). At equal
+    growth a leak ranks above a cache, a monotonic stack above one that went up and down, then more
+    increasing steps rank higher. ``tracked``: identities already followed over the same snapshots.
+    Raises ValueError for fewer than two snapshots.
     """
     if len(snapshots) < 2:
         raise ValueError("suspects() needs at least two snapshots (a baseline and one more)")
@@ -178,7 +228,23 @@ def suspects(snapshots: Sequence[Snapshot]) -> list[Suspect]:
         monotonic = increases > 0 and all(s >= 0 for s in steps)
         rep = max((m[key] for m in maps if key in m), key=lambda x: x.pages).stats
         out.append(Suspect(0, growth, series, monotonic, increases, rep.stack, rep.callsite, rep.module, rep.cls))
-    out.sort(key=lambda s: (-s.growth_pages, not s.monotonic, -s.increases, s.callsite, s.frames))
+    if tracked is None:
+        tracked = identities.track(snapshots, keys=[identity(s.frames) for s in out])
+    labels = tuple(s.label for s in snapshots)
+    for s in out:
+        s.history = tracked.histories.get(identity(s.frames)) if tracked.available else None
+        s.verdict = verdicts.verdict(s.per_snapshot, s.history)
+        s.labels = labels
+    out.sort(
+        key=lambda s: (
+            -s.growth_pages,
+            verdicts.RANK[s.verdict],
+            not s.monotonic,
+            -s.increases,
+            s.callsite,
+            s.frames,
+        )
+    )
     for i, s in enumerate(out, 1):
         s.rank = i
     return out
@@ -195,11 +261,17 @@ def snapshot_entry(snap: Snapshot) -> dict[str, Any]:
     }
 
 
+def over_threshold(found: Sequence[Suspect], threshold: int) -> list[Suspect]:
+    """The suspects ``--fail-on-growth threshold`` fails on: failing verdicts that grew more, largest first."""
+    return [s for s in found if s.failing and s.growth_pages > threshold]
+
+
 def status_of(found: Sequence[Suspect], crashes: Sequence[Mapping[str, Any]] = (), threshold: int = 0) -> str:
-    """``crash`` if any crash, ``leak`` if a monotonic suspect grew more than ``threshold``, else ``ok``."""
+    """``crash`` if any crash, ``leak`` if a monotonic suspect with a failing verdict grew more than
+    ``threshold``, else ``ok``."""
     if crashes:
         return "crash"
-    if any(s.monotonic and s.growth_pages > threshold for s in found):
+    if any(s.monotonic for s in over_threshold(found, threshold)):
         return "leak"
     return "ok"
 
@@ -230,6 +302,10 @@ def to_json(
             if p is not None:
                 e["path"] = p
     listed = list(found)[:top] if top is not None else list(found)
+    why = identities.why_unavailable(snapshots)
+    if why is None and found and all(s.history is None for s in found):
+        why = "no allocation of one snapshot matched the next (dumps of different boots?)"
+    t = verdicts.THRESHOLDS
     return {
         "status": status or status_of(found, crashes, threshold),
         "kernel": kernel,
@@ -238,13 +314,19 @@ def to_json(
         "crashes": [dict(c) for c in crashes],
         "timings": dict(timings or {}),
         "excluded_early_pages": sum(s.early_pages for s in snapshots if s.kind == "dump") if _mixed(snapshots) else 0,
+        "identities": {"followed": why is None, "unavailable": why},
+        "verdict_thresholds": {
+            "noise_pages": t.noise_pages,
+            "min_cohort_pages": t.min_cohort_pages,
+            "kept_fraction": t.kept_fraction,
+        },
     }
 
 
 def diff_to_json(d: Diff, *, top: int | None = None, timings: Mapping[str, float] | None = None) -> dict[str, Any]:
     """``pagelab diff --json``: the run shape for two snapshots, plus ``shrunk`` (stacks that lost pages,
     ``vanished`` when none are left) and ``totals``. ``kernel`` is null and ``crashes`` empty."""
-    found = suspects([d.before, d.after])
+    found = suspects([d.before, d.after], d.tracked)
     out = to_json([d.before, d.after], found, timings=timings, top=top)
     shrunk = d.shrunk[:top] if top is not None else d.shrunk
     out["shrunk"] = [
@@ -256,6 +338,7 @@ def diff_to_json(d: Diff, *, top: int | None = None, timings: Mapping[str, float
             "module": c.module,
             "frames": list(c.frames),
             "class": c.cls,
+            "survivors": c.survivors,
         }
         for c in shrunk
     ]
@@ -268,4 +351,11 @@ def diff_to_json(d: Diff, *, top: int | None = None, timings: Mapping[str, float
         "stacks_grown": sum(1 for c in d.changes if c.delta > 0),
         "stacks_shrunk": sum(1 for c in d.changes if c.delta < 0),
     }
+    if d.tracked is not None and d.tracked.available:
+        # Survivors and turnover over every stack: what stayed, what was freed, what is new.
+        out["totals"].update(
+            survivor_pages=sum(c.survivors or 0 for c in d.changes),
+            freed_pages=sum(c.freed or 0 for c in d.changes),
+            born_pages=sum(c.born or 0 for c in d.changes),
+        )
     return out

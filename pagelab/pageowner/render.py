@@ -198,6 +198,16 @@ def render_diff(
             " (show_stacks does not count them)",
             style=dim,
         )
+    tracked = d.tracked is not None and d.tracked.available
+    if tracked:
+        kept = sum(c.survivors or 0 for c in d.changes)
+        head.append(
+            f"\nallocations followed: {kept:,} pages of before survive, "
+            f"{sum(c.freed or 0 for c in d.changes):,} freed, {sum(c.born or 0 for c in d.changes):,} born",
+            style=dim,
+        )
+    elif d.tracked is not None and d.tracked.unavailable:
+        head.append(f"\nallocations not followed: {d.tracked.unavailable}", style=dim)
     ui.print(head)
     for caption, rows in (("Grown", d.grown[:top]), ("Shrunk", d.shrunk[:top])):
         if not rows:
@@ -207,6 +217,10 @@ def render_diff(
         t.add_column("change", justify="right")
         t.add_column("before", justify="right")
         t.add_column("after", justify="right")
+        if tracked:
+            # kept: pages of before still alive in after; turnover: the share of before that was freed.
+            t.add_column("kept", justify="right")
+            t.add_column("turnover", justify="right")
         t.add_column("", justify="left")
         t.add_column("callsite", overflow="fold")
         t.add_column("module")
@@ -214,11 +228,15 @@ def render_diff(
         for i, c in enumerate(rows, 1):
             mark = {"new": "NEW", "vanished": "GONE"}.get(c.status, "")
             style = "" if ui.plain else ("green" if c.delta < 0 else "red")
+            extra = []
+            if tracked:
+                extra = [f"{c.survivors or 0:,}", f"{(c.freed or 0) / c.before:.0%}" if c.before else "-"]
             t.add_row(
                 str(i),
                 Text(f"{c.delta:+,}", style=style),
                 f"{c.before:,}",
                 f"{c.after:,}",
+                *extra,
                 mark,
                 c.callsite,
                 c.module or BUILTIN_MODULE,
@@ -257,6 +275,7 @@ def render_suspects(
     t.add_column("trend")
     t.add_column("pages per snapshot")
     t.add_column("mono")
+    t.add_column("verdict")
     t.add_column("callsite", overflow="fold")
     t.add_column("module")
     for s in found[:top]:
@@ -266,17 +285,44 @@ def render_suspects(
             sparkline(s.per_snapshot, ui.plain),
             " ".join(f"{p:,}" for p in s.per_snapshot),
             "yes" if s.monotonic else "no",
+            Text(s.verdict, style="" if ui.plain else _VERDICT_STYLE.get(s.verdict, "")),
             s.callsite,
             s.module or BUILTIN_MODULE,
         )
     ui.print(t)
     for s in found[: min(top, 5)]:
         title = Text(f"suspect #{s.rank} ", style="" if ui.plain else "bold")
-        title.append(f"{s.callsite}  {s.growth_pages:+,} pages\n")
+        title.append(f"{s.callsite}  {s.growth_pages:+,} pages  {s.verdict}\n")
         for note in (notes or {}).get(s.frames, ()):
             title.append(f"    {note}\n", style="" if ui.plain else "green")
+        title.append_text(_cohort_text(ui, s))
         title.append_text(_stack_text(ui, s.frames))
         ui.print(title, end="")
+
+
+_VERDICT_STYLE = {"leak": "bold red", "growth": "red", "cache": "yellow", "transient": "dim"}
+_COHORTS_SHOWN = 6
+
+
+def _cohort_text(ui: UI, s: Suspect) -> Text:
+    """'born in iter1: 512 → 512 → 512 alive' per cohort, then the oldest page's age at the last snapshot."""
+    text = Text()
+    cohorts = s.cohorts()
+    dim = "" if ui.plain else "dim"
+    for c in cohorts[-_COHORTS_SHOWN:]:
+        where = "at baseline" if c["born"] == s.labels[0] else f"born in {c['born']}"
+        text.append(f"    {where}: {' → '.join(f'{p:,}' for p in c['alive'])} alive\n", style=dim)
+    if len(cohorts) > _COHORTS_SHOWN:
+        text.append(f"    ({len(cohorts) - _COHORTS_SHOWN} earlier cohorts not shown)\n", style=dim)
+    h = s.history
+    if h is not None and h.oldest_age_s[-1] is not None:
+        text.append(
+            f"    age at {s.labels[-1]}: median {h.median_age_s[-1]:,.1f} s, oldest {h.oldest_age_s[-1]:,.1f} s"
+            + (f", turnover {h.turnover:.0%}" if h.turnover is not None else "")
+            + "\n",
+            style=dim,
+        )
+    return text
 
 
 def as_text(render: Callable[[UI], None], width: int = 120) -> str:

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from pagelab import __version__
 from pagelab.cache import atomic_write
 from pagelab.errors import UsageError
+from pagelab.procs import tool_version
 
 
 def default_out_dir(root: str | Path = "runs", now: float | None = None) -> Path:
@@ -69,15 +69,6 @@ class RunDir:
         atomic_write(path, text)
 
 
-def _first_line(cmd: list[str]) -> str | None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = (proc.stdout or proc.stderr).strip().splitlines()
-    return lines[0].strip() if proc.returncode == 0 and lines else None
-
-
 def kernel_compiler(config: str | Path | None) -> str | None:
     """``CONFIG_CC_VERSION_TEXT`` of a kernel .config: the compiler that built the kernel."""
     if config is None:
@@ -97,8 +88,8 @@ def tool_versions(config: str | Path | None = None) -> dict[str, str | None]:
     return {
         "pagelab": __version__,
         "python": platform.python_version(),
-        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
-        "host_compiler": _first_line(["gcc", "--version"]),
+        "qemu": tool_version(["qemu-system-x86_64", "--version"]),
+        "host_compiler": tool_version(["gcc", "--version"]),
         "kernel_compiler": kernel_compiler(config),
     }
 

@@ -222,7 +222,7 @@ class Outcome:
     report: dict[str, Any]
     found: list[pdiff.Suspect]
     exit_code: int
-    over_threshold: bool = False  # the top suspect grew more than --fail-on-growth (whatever else happened)
+    over_threshold: bool = False  # a leak (or growth) grew more than --fail-on-growth (whatever else happened)
 
 
 def _analyse(state: RunState, ui: UI) -> Outcome:
@@ -232,9 +232,9 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
         found = pdiff.suspects(snaps) if len(snaps) >= 2 else []
     failed_workloads = [r for r in state.runs if r.status not in (None, 0)]
     threshold = s.fail_on_growth if s.fail_on_growth is not None else 0
-    # The rule: exit 1 when the top suspect's growth exceeds --fail-on-growth. Suspects are ranked
-    # by growth, so the top one exceeds it exactly when any does; status "leak" follows the same rule.
-    over = s.fail_on_growth is not None and bool(found) and found[0].growth_pages > s.fail_on_growth
+    # Exit 1 when a suspect whose verdict is `leak` (or `growth`, where identities are unavailable) grew
+    # more than --fail-on-growth: a bounded cache never fails a run (verdicts.py). Status "leak" follows.
+    over = s.fail_on_growth is not None and bool(pdiff.over_threshold(found, s.fail_on_growth))
     if state.crashes:
         status, code = "crash", 3
     elif state.signal is not None:
@@ -265,6 +265,7 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
             bytes=taken.bytes,
             seconds=round(taken.seconds, 3),
             readers=taken.readers,
+            clock_s=None if taken.snapshot.clock_ns is None else round(taken.snapshot.clock_ns / 1e9, 6),
         )
     report["error"] = state.error
     report["interrupted"] = (
@@ -351,8 +352,10 @@ def _verdict(state: RunState, outcome: Outcome) -> str:
     if rep["status"] == "error":
         return f"verdict: the run did not complete: {state.error} (exit {outcome.exit_code})"
     top = outcome.found[0] if outcome.found else None
-    head = f"top suspect {top.callsite} grew {top.growth_pages:,} pages" if top else "nothing grew"
-    if outcome.over_threshold:
+    head = f"top suspect {top.callsite} grew {top.growth_pages:,} pages ({top.verdict})" if top else "nothing grew"
+    if outcome.over_threshold and s.fail_on_growth is not None:
+        worst = pdiff.over_threshold(outcome.found, s.fail_on_growth)[0]
+        head = f"{worst.callsite} grew {worst.growth_pages:,} pages ({worst.verdict})"
         return f"verdict: {head}, over --fail-on-growth {s.fail_on_growth} (exit 1)"
     if s.fail_on_growth is not None:
         return f"verdict: {head}, within --fail-on-growth {s.fail_on_growth}"
@@ -404,13 +407,20 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
     growth = Case("pagelab.run", "growth")
     if len(state.snapshots) < 2:
         growth.outcome, growth.message = "skipped", "fewer than two snapshots"
-    elif outcome.over_threshold:
-        top = outcome.found[0]
+    elif outcome.over_threshold and s.fail_on_growth is not None:
+        top = pdiff.over_threshold(outcome.found, s.fail_on_growth)[0]
         growth.outcome = "failure"
-        growth.message = f"{top.callsite} grew {top.growth_pages} pages (> --fail-on-growth {s.fail_on_growth})"
+        growth.message = (
+            f"{top.callsite} grew {top.growth_pages} pages, verdict {top.verdict} (> --fail-on-growth "
+            f"{s.fail_on_growth}; only leak verdicts count, and growth where identities are unavailable)"
+        )
         growth.details = "\n".join(top.frames)
     elif outcome.found:
-        growth.output = f"top suspect {outcome.found[0].callsite}: +{outcome.found[0].growth_pages} pages\n"
+        top = outcome.found[0]
+        growth.output = (
+            f"top suspect {top.callsite}: +{top.growth_pages} pages, verdict {top.verdict}"
+            " (--fail-on-growth counts leak verdicts, and growth where identities are unavailable)\n"
+        )
     cases.append(growth)
     return cases
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from pagelab.cache import cache_dir, content_key, file_lock
+from pagelab.procs import tool_version
 
 TARBALL = Path(os.environ.get("PAGELAB_LINUX_612_TARBALL", "/usr/src/linux-source-6.12.tar.xz"))
 MEMBER = "*/tools/mm/page_owner_sort.c"
@@ -28,8 +29,10 @@ SORT_FIX = (
 
 
 def _compiler_version() -> str:
-    out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
-    return out.splitlines()[0]
+    version = tool_version(["gcc", "--version"])
+    if version is None:
+        raise FileNotFoundError("gcc does not run (scripts/setup-host.sh installs build-essential)")
+    return version
 
 
 def build_c_tools() -> tuple[Path, Path]:

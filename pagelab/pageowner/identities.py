@@ -1,0 +1,266 @@
+"""Allocation identities: which pages of a stack outlived which snapshot, and how old they are.
+
+A page_owner record is one allocation: its PFN, its order and its allocation timestamp (``ts``, the
+kernel's ``local_clock()`` in ns, mm/page_owner.c) identify it. The same (PFN, order, ts) in two dumps of
+one boot is the same allocation, still alive; a PFN with a new ts was freed and reused. (Handle-mode
+dumps also print the stack depot handle; a handle names the stack, and identities are only matched
+within one stack, so the stack stands for it.)
+
+Memory stays bounded by the dump, not by Python objects per record: a dump's allocations are three
+parallel ``array`` columns (``Allocations``), and tracking a run keeps one sorted copy of the previous
+snapshot's columns at a time. Cohorts are counted per stack (``analyse.identity``) and birth snapshot:
+``cohorts[i][j]`` is how many pages first seen in snapshot ``i`` are still alive in snapshot ``j``.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pagelab.pageowner.analyse import Snapshot
+
+ORDER_BITS = 6  # pfn_order packs the order (0..20) below the PFN
+ORDER_MASK = (1 << ORDER_BITS) - 1
+NS = 1_000_000_000
+# Two snapshots of one boot share most of their allocations (boot-time pages never go away); dumps that
+# share almost none come from different boots, where a matching (PFN, ts) would be a coincidence.
+SAME_BOOT_MIN_SHARED = 0.01
+
+
+@dataclass
+class Allocations:
+    """Every record of one dump as parallel columns: ``pfn << 6 | order``, ``ts`` (ns) and its row index.
+
+    The row index points into the Snapshot's ``rows`` (in insertion order), which holds the stack and the
+    per-record fields, so a subset of allocations can be turned back into rows.
+    """
+
+    pfn_order: array = field(default_factory=lambda: array("q"))
+    ts: array = field(default_factory=lambda: array("q"))
+    row: array = field(default_factory=lambda: array("I"))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def newest_ts(self) -> int:
+        """The latest allocation time in the dump (0 when empty): the best 'now' a bare dump offers."""
+        return max(self.ts) if self.ts else 0
+
+    def pages(self) -> int:
+        return sum(1 << (po & ORDER_MASK) for po in self.pfn_order)
+
+
+@dataclass
+class History:
+    """One stack over a run: pages per birth snapshot alive at each snapshot, and page ages."""
+
+    cohorts: list[list[int]]  # [born][seen]: pages first seen in snapshot `born` alive in snapshot `seen`
+    median_age_s: list[float | None]  # per snapshot, over the stack's allocations (None: no pages)
+    oldest_age_s: list[float | None]
+
+    def born(self, i: int) -> int:
+        """Pages of cohort ``i`` when first seen."""
+        return self.cohorts[i][i]
+
+    def alive(self, i: int, j: int = -1) -> int:
+        """Pages of cohort ``i`` alive in snapshot ``j`` (default: the last)."""
+        return self.cohorts[i][j]
+
+    @property
+    def survivors(self) -> int:
+        """Pages of the first snapshot still alive in the last."""
+        return self.cohorts[0][-1]
+
+    @property
+    def freed(self) -> int:
+        """Pages seen in an earlier snapshot that are gone by the last one."""
+        return sum(self.born(i) - self.alive(i) for i in range(len(self.cohorts) - 1))
+
+    @property
+    def turnover(self) -> float | None:
+        """Freed pages as a share of the pages seen before the last snapshot (None: none were seen)."""
+        seen = sum(self.born(i) for i in range(len(self.cohorts) - 1))
+        return round(self.freed / seen, 3) if seen else None
+
+
+@dataclass
+class Tracking:
+    """Identities followed across snapshots: a History per stack identity, or why that was impossible."""
+
+    histories: dict[tuple[str, ...], History]
+    unavailable: str | None = None  # why identities could not be followed (None: they were)
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
+
+
+def now_ns(snap: Snapshot) -> int:
+    """The snapshot's time on the ts clock: the guest clock recorded at the snapshot, else its newest ts."""
+    if snap.clock_ns is not None:
+        return snap.clock_ns
+    return snap.allocs.newest_ts if snap.allocs is not None else 0
+
+
+def why_unavailable(snapshots: Sequence[Snapshot]) -> str | None:
+    """Why identities cannot be followed across these snapshots (None: they can)."""
+    for s in snapshots:
+        if s.kind != "dump":
+            return f"{s.label}: a show_stacks file has no allocations, only counts per stack"
+        if s.allocs is None:
+            return f"{s.label}: records without a PFN line or ts (stripped input or a kernel before 5.11)"
+    return None
+
+
+def track(snapshots: Sequence[Snapshot], keys: Iterable[tuple[str, ...]] | None = None) -> Tracking:
+    """Follow every allocation of ``snapshots`` (a run: baseline first) and count cohorts per stack.
+
+    ``keys`` limits the Histories returned (and the age figures computed) to those stack identities;
+    every stack is matched either way. Identities are unavailable (``Tracking.unavailable`` says why)
+    for show_stacks input, dumps without PFN or ts, and dumps of different boots.
+    """
+    from pagelab.pageowner.analyse import identity
+
+    why = why_unavailable(snapshots)
+    if why is not None:
+        return Tracking({}, why)
+    n = len(snapshots)
+    sid_of: dict[tuple[str, ...], int] = {}
+    wanted = None if keys is None else set(keys)
+    shift = max((max(s.allocs.pfn_order, default=0).bit_length() for s in snapshots if s.allocs), default=1)
+    counts: dict[int, list[list[int]]] = {}
+    medians: dict[int, list[float | None]] = {}
+    oldest: dict[int, list[float | None]] = {}
+    prev: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None
+    for j, snap in enumerate(snapshots):
+        allocs = snap.allocs
+        assert allocs is not None  # why_unavailable checked
+        row_sid = []
+        for row in snap.rows:
+            key = identity(row[0])
+            sid = sid_of.get(key)
+            if sid is None:
+                sid = sid_of[key] = len(sid_of)
+            row_sid.append(sid)
+        keys_j = _composite(allocs, row_sid, shift)
+        perm = sorted(range(len(keys_j)), key=keys_j.__getitem__)
+        sk = _column(keys_j, perm)
+        sts = array("q", [allocs.ts[i] for i in perm])
+        del perm, keys_j
+        cohort = array("H", bytes(2 * len(sk)))
+        shared = _match(prev, sk, sts, cohort, j)
+        if prev is not None and prev[0] and sk and shared < SAME_BOOT_MIN_SHARED * len(prev[0]):
+            return Tracking(
+                {},
+                f"{snapshots[j - 1].label} and {snap.label} share {shared} of {len(prev[0]):,} allocations: "
+                "dumps of different boots?",
+            )
+        _count(sk, cohort, shift, counts, n, j)
+        _ages(sk, sts, shift, now_ns(snap), medians, oldest, n, j, _wanted_sids(wanted, sid_of))
+        prev = (sk, sts, cohort)
+    names = {sid: key for key, sid in sid_of.items()}
+    histories = {}
+    for sid, table in counts.items():
+        key = names[sid]
+        if wanted is not None and key not in wanted:
+            continue
+        histories[key] = History(table, medians.get(sid, [None] * n), oldest.get(sid, [None] * n))
+    return Tracking(histories)
+
+
+def _wanted_sids(wanted: set[tuple[str, ...]] | None, sid_of: dict[tuple[str, ...], int]) -> set[int] | None:
+    return None if wanted is None else {sid_of[k] for k in wanted if k in sid_of}
+
+
+def _composite(allocs: Allocations, row_sid: list[int], shift: int) -> Sequence[int]:
+    """Per allocation: its stack number above its ``pfn << 6 | order`` (an int64 column when it fits)."""
+    keys = [(row_sid[r] << shift) | po for po, r in zip(allocs.pfn_order, allocs.row, strict=True)]
+    if (max(row_sid, default=0) + 1 << shift).bit_length() < 63:
+        return array("q", keys)
+    return keys  # more stacks × PFN bits than an int64 holds: Python ints, same order
+
+
+def _column(values: Sequence[int], perm: list[int]) -> Sequence[int]:
+    out = [values[i] for i in perm]
+    return array("q", out) if isinstance(values, array) else out
+
+
+def _match(
+    prev: tuple[Sequence[int], Sequence[int], Sequence[int]] | None,
+    keys: Sequence[int],
+    ts: Sequence[int],
+    cohort: array,
+    j: int,
+) -> int:
+    """Give each allocation of snapshot ``j`` its birth snapshot: the previous one's when the same
+    (stack, PFN, order, ts) was there, else ``j``. Both sides are sorted by key. Returns how many matched."""
+    if prev is None:
+        return 0
+    pk, pts, pc = prev
+    i, np_, shared = 0, len(pk), 0
+    for x, k in enumerate(keys):
+        while i < np_ and pk[i] < k:
+            i += 1
+        if i < np_ and pk[i] == k and pts[i] == ts[x]:
+            cohort[x] = pc[i]
+            shared += 1
+        else:
+            cohort[x] = j
+    return shared
+
+
+def _count(
+    keys: Sequence[int], cohort: Sequence[int], shift: int, counts: dict[int, list[list[int]]], n: int, j: int
+) -> None:
+    """Add snapshot ``j``'s pages per (stack, birth snapshot) to ``counts``."""
+    low = (1 << shift) - 1
+    acc: dict[tuple[int, int], int] = {}
+    for k, c in zip(keys, cohort, strict=True):
+        key = (k >> shift, c)
+        acc[key] = acc.get(key, 0) + (1 << ((k & low) & ORDER_MASK))
+    for (sid, c), pages in acc.items():
+        table = counts.get(sid)
+        if table is None:
+            table = counts[sid] = [[0] * n for _ in range(n)]
+        table[c][j] = pages
+
+
+def _ages(
+    keys: Sequence[int],
+    ts: Sequence[int],
+    shift: int,
+    now: int,
+    medians: dict[int, list[float | None]],
+    oldest: dict[int, list[float | None]],
+    n: int,
+    j: int,
+    sids: set[int] | None,
+) -> None:
+    """Median and oldest allocation age (s) per stack in snapshot ``j``; keys are sorted, so a stack's
+    allocations are one slice."""
+    if not keys:
+        return
+    todo = sorted(sids) if sids is not None else sorted({k >> shift for k in keys})
+    for sid in todo:
+        a = bisect_left(keys, sid << shift)
+        b = bisect_left(keys, (sid + 1) << shift, a)
+        if a == b:
+            continue
+        stamps = sorted(ts[a:b])
+        medians.setdefault(sid, [None] * n)[j] = _age_s(now, stamps[(len(stamps) - 1) // 2])
+        oldest.setdefault(sid, [None] * n)[j] = _age_s(now, stamps[0])
+
+
+def _age_s(now: int, ts: int) -> float:
+    # An allocation made while the snapshot was being read is younger than the snapshot's clock: age 0.
+    return round(max(now - ts, 0) / NS, 3)
+
+
+def pair(before: Snapshot, after: Snapshot) -> Tracking:
+    """Identities of two dumps (``pagelab diff``): cohorts[0] are the survivors of ``before``."""
+    return track([before, after])

@@ -1,0 +1,295 @@
+"""Leak or cache: allocation identities across snapshots, cohorts, ages, and the verdict thresholds' edges."""
+
+from __future__ import annotations
+
+import lzma
+from pathlib import Path
+
+import pytest
+
+from pagelab.errors import UsageError
+from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder, callsite, load_snapshot, parse_duration
+from pagelab.pageowner.diff import diff, diff_to_json, over_threshold, status_of, suspects, to_json
+from pagelab.pageowner.identities import History, track
+from pagelab.pageowner.verdicts import THRESHOLDS, Thresholds, verdict
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+LEAK = ("leaky_slab_leak+0x2a/0x70 [leaky]", "slab_write+0x4d/0x80 [leaky]", "vfs_write+0xd1/0x430")
+CACHE = ("leaky_cache_refill+0x2a/0x70 [leaky]", "cache_write+0x4d/0x80 [leaky]", "vfs_write+0xd1/0x430")
+BOOT = ("alloc_large_system_hash+0x1/0x2", "inet_init+0x1/0x2")
+FAST = ("get_page_from_freelist+0x531/0x68c", "__alloc_pages_noprof+0xfd/0x11a")
+S = 1_000_000_000
+
+
+def dump(label: str, allocs: dict[tuple[str, ...], list[tuple[int, int]]], clock: int | None = None) -> Snapshot:
+    """A 6.12 dump with one order-0 record per (PFN, ts) of each stack, in PFN order like the kernel's."""
+    recs = sorted((pfn, ts, stack) for stack, ids in allocs.items() for pfn, ts in ids)
+    text = "".join(
+        f"Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 1, tgid 1 (t), ts {ts} ns\n"
+        f"PFN {pfn:#x} type Unmovable Block {pfn >> 9} type Unmovable Flags 0x0(zone=1)\n"
+        + "".join(f" {f}\n" for f in FAST + stack)
+        + "\n"
+        for pfn, ts, stack in recs
+    )
+    b = SnapshotBuilder(label=label, source=f"/snap/{label}")
+    b.feed(text.encode())
+    snap = b.finish()
+    snap.clock_ns = clock
+    return snap
+
+
+def ids(first_pfn: int, n: int, ts: int) -> list[tuple[int, int]]:
+    return [(first_pfn + i, ts + i) for i in range(n)]
+
+
+def run(iterations: int, *, leak: int = 0, cache: int = 0) -> list[Snapshot]:
+    """Baseline plus ``iterations`` snapshots, one every 10 s: ``leak`` pages kept per iteration, a cache of
+    ``cache`` pages replaced per iteration (fresh PFNs and ts), 100 boot pages that never change."""
+    snaps = []
+    kept: list[tuple[int, int]] = []
+    for i in range(iterations + 1):
+        now = (i + 1) * 10 * S
+        if i:
+            kept = kept + ids(0x10000 + i * 0x1000, leak, now - 2 * S)
+        batch = ids(0x80000 + i * 0x1000, cache, now - 2 * S) if i else []
+        snaps.append(
+            dump("baseline" if i == 0 else f"iter{i}", {BOOT: ids(0x100, 100, S), LEAK: kept, CACHE: batch}, now)
+        )
+    return snaps
+
+
+def by_callsite(found):
+    return {s.callsite: s for s in found}
+
+
+# -- identities and cohorts -----------------------------------------------------------------------------
+def test_kept_pages_stay_in_their_cohort_and_a_cache_is_replaced_every_time():
+    snaps = run(3, leak=256, cache=512)
+    found = by_callsite(suspects(snaps))
+    leak, cache = found["leaky_slab_leak"], found["leaky_cache_refill"]
+    assert leak.per_snapshot == [0, 256, 512, 768] and cache.per_snapshot == [0, 512, 512, 512]
+    assert [c["alive"] for c in leak.cohorts()] == [[256, 256, 256], [256, 256], [256]]
+    assert [c["born"] for c in leak.cohorts()] == ["iter1", "iter2", "iter3"]
+    assert [c["alive"] for c in cache.cohorts()] == [[512, 0, 0], [512, 0], [512]]
+    assert (leak.verdict, cache.verdict) == ("leak", "cache")
+    assert cache.history.turnover == 1.0 and leak.history.turnover == 0.0
+
+
+def test_at_equal_growth_a_leak_ranks_above_a_cache():
+    # leaky_cache_refill sorts first by name; the verdict puts the leak above it.
+    found = suspects(run(3, leak=128, cache=384))
+    assert [(s.callsite, s.growth_pages, s.verdict) for s in found] == [
+        ("leaky_slab_leak", 384, "leak"),
+        ("leaky_cache_refill", 384, "cache"),
+    ]
+
+
+def test_one_interval_cannot_tell_a_cache_from_a_leak():
+    # Nothing was freed yet: the cache's first batch is still alive, so both are leaks until shown otherwise.
+    assert [s.verdict for s in suspects(run(1, leak=512, cache=512))] == ["leak", "leak"]
+
+
+def test_a_pfn_reused_with_a_new_timestamp_is_a_new_allocation():
+    a = dump("a", {BOOT: ids(0x1000, 100, S), LEAK: [(0x100, 5 * S)]}, 10 * S)
+    b = dump("b", {BOOT: ids(0x1000, 100, S), LEAK: [(0x100, 12 * S)]}, 20 * S)
+    h = track([a, b]).histories[LEAK]
+    assert h.cohorts == [[1, 0], [0, 1]] and h.survivors == 0 and h.freed == 1
+
+
+def test_identities_match_only_within_a_stack():
+    a = dump("a", {BOOT: ids(0x1000, 100, S), LEAK: [(0x100, 5 * S)]}, 10 * S)
+    b = dump("b", {BOOT: ids(0x1000, 100, S), CACHE: [(0x100, 5 * S)]}, 20 * S)
+    t = track([a, b])
+    assert t.histories[CACHE].cohorts == [[0, 0], [0, 1]]
+
+
+def test_ages_are_snapshot_clock_minus_ts_and_fall_back_to_the_newest_ts():
+    snaps = run(2, leak=10)
+    h = track(snaps).histories[LEAK]
+    assert h.oldest_age_s == [None, 2.0, 12.0]  # born 2 s before iter1, seen again 10 s later
+    assert h.median_age_s == [None, 2.0, 12.0]  # 20 pages at iter2, half of each age: the lower median
+    no_clock = dump("x", {LEAK: [(1, 2 * S), (2, 5 * S)]})
+    assert track([no_clock, no_clock]).histories[LEAK].oldest_age_s == [3.0, 3.0]
+
+
+def test_dumps_of_different_boots_have_no_identities():
+    a = dump("a", {BOOT: ids(0x100, 100, S)}, 10 * S)
+    b = dump("b", {BOOT: ids(0x100, 100, 2 * S), LEAK: ids(0x900, 40, 3 * S)}, 10 * S)
+    t = track([a, b])
+    assert not t.available and "different boots" in t.unavailable
+    found = suspects([a, b])
+    assert found[0].verdict == "growth" and found[0].history is None
+    assert to_json([a, b], found)["identities"]["followed"] is False
+
+
+def test_show_stacks_and_stripped_dumps_give_growth_verdicts():
+    b = SnapshotBuilder(label="ss", source="ss")
+    b.feed(b" leaky_slab_leak+0x2a/0x70 [leaky]\nnr_base_pages: 5\n\n")
+    ss1 = b.finish()
+    b = SnapshotBuilder(label="ss2", source="ss2")
+    b.feed(b" leaky_slab_leak+0x2a/0x70 [leaky]\nnr_base_pages: 50\n\n")
+    ss2 = b.finish()
+    assert "show_stacks" in track([ss1, ss2]).unavailable
+    assert [s.verdict for s in suspects([ss1, ss2])] == ["growth"]
+    stripped = SnapshotBuilder(label="st", source="st")
+    stripped.feed(b"Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 1, tgid 1 (t), ts 5 ns\n leak+0x1/0x2\n\n")
+    assert stripped.finish().allocs is None
+
+
+def test_a_builder_without_identities_keeps_no_columns():
+    b = SnapshotBuilder(label="x", source="x", identities=False)
+    b.feed(lzma.decompress((FIXTURES / "report_po612.txt.xz").read_bytes()))
+    assert b.finish().allocs is None
+
+
+def test_real_dump_columns_match_its_records():
+    snap = load_snapshot(FIXTURES / "report_po612.txt.xz")
+    assert snap.allocs is not None and len(snap.allocs) == snap.records
+    assert snap.allocs.pages() == snap.total_pages
+    # The same dump twice: everything survives, nothing turns over.
+    t = track([snap, snap])
+    assert t.available and all(h.freed == 0 and h.cohorts[1][1] == 0 for h in t.histories.values())
+
+
+# -- verdict thresholds, at their edges ---------------------------------------------------------------------
+def history(*cohorts: list[int]) -> History:
+    n = len(cohorts)
+    return History([list(c) for c in cohorts], [None] * n, [None] * n)
+
+
+def test_transient_needs_a_fall_of_more_than_noise_and_an_end_within_noise():
+    t = THRESHOLDS
+    assert verdict([0, t.noise_pages + 2, 1], None) == "transient"
+    assert verdict([0, t.noise_pages + 1, 1], None) == "growth"  # fell back by noise only: not transient
+    assert verdict([0, 100, t.noise_pages], None) == "transient"
+    assert verdict([0, 100, t.noise_pages + 1], None) == "growth"  # ended above noise: still grew
+
+
+def test_kept_fraction_edge_decides_leak_or_cache():
+    t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
+    assert verdict([0, 100, 150], history([0, 0, 0], [0, 100, 50], [0, 0, 100]), t) == "leak"  # exactly half
+    assert verdict([0, 100, 149], history([0, 0, 0], [0, 100, 49], [0, 0, 100]), t) == "cache"
+
+
+def test_cohorts_below_the_minimum_are_not_judged_when_a_larger_one_exists():
+    t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
+    # Baseline 15 pages all freed (below the minimum), iter1's 16 kept: a leak.
+    assert verdict([15, 16, 32], history([15, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "leak"
+    # At 16 the baseline cohort counts: 16 freed + 16 kept is exactly half kept, still a leak; 17 is not.
+    assert verdict([16, 16, 32], history([16, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "leak"
+    assert verdict([17, 16, 32], history([17, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "cache"
+
+
+def test_small_cohorts_are_judged_together_when_none_reaches_the_minimum():
+    t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
+    assert verdict([0, 3, 6], history([0, 0, 0], [0, 3, 0], [0, 0, 6]), t) == "cache"
+    assert verdict([0, 3, 6], history([0, 0, 0], [0, 3, 3], [0, 0, 3]), t) == "leak"
+
+
+def test_growth_born_in_the_last_interval_alone_is_a_leak_until_shown_otherwise():
+    assert verdict([0, 0, 40], history([0, 0, 0], [0, 0, 0], [0, 0, 40])) == "leak"
+
+
+# -- what fails a run ---------------------------------------------------------------------------------
+def test_fail_on_growth_counts_leaks_not_caches():
+    found = suspects(run(3, leak=64, cache=512))
+    assert [s.callsite for s in over_threshold(found, 100)] == ["leaky_slab_leak"]
+    assert over_threshold(found, 192) == []  # the leak grew 192: not more than the threshold
+    assert status_of(found, threshold=191) == "leak" and status_of(found, threshold=192) == "ok"
+    cache_only = suspects(run(3, cache=512))
+    assert cache_only[0].growth_pages == 512 and over_threshold(cache_only, 400) == []
+    assert status_of(cache_only, threshold=400) == "ok"
+
+
+def test_report_json_suspects_carry_verdict_cohorts_and_ages():
+    snaps = run(2, leak=20, cache=30)
+    out = to_json(snaps)
+    s = {x["callsite"]: x for x in out["suspects"]}
+    leak = s["leaky_slab_leak"]
+    assert leak["verdict"] == "leak" and leak["cohorts"] == [
+        {"born": "iter1", "alive": [20, 20]},
+        {"born": "iter2", "alive": [20]},
+    ]
+    assert leak["age"] == {"median_s": [None, 2.0, 12.0], "oldest_s": [None, 2.0, 12.0]}
+    assert leak["survivors"] == 0 and leak["freed_pages"] == 0 and leak["turnover"] == 0.0
+    assert s["leaky_cache_refill"]["verdict"] == "cache" and s["leaky_cache_refill"]["freed_pages"] == 30
+    assert out["identities"] == {"followed": True, "unavailable": None}
+    assert out["verdict_thresholds"]["noise_pages"] == THRESHOLDS.noise_pages
+
+
+def test_diff_follows_allocations_between_two_dumps():
+    before, _, after = run(2, leak=20, cache=30)
+    d = diff(before, after)
+    changes = {c.callsite: c for c in d.changes}
+    assert (changes["alloc_large_system_hash"].survivors, changes["alloc_large_system_hash"].freed) == (100, 0)
+    assert (changes["leaky_slab_leak"].born, changes["leaky_slab_leak"].survivors) == (40, 0)
+    out = diff_to_json(d)
+    assert out["totals"]["survivor_pages"] == 100 and out["totals"]["born_pages"] == 70
+    assert {s["callsite"]: s["verdict"] for s in out["suspects"]} == {
+        "leaky_slab_leak": "leak",
+        "leaky_cache_refill": "leak",  # two dumps: the cache's pages are all new, nothing was freed yet
+    }
+
+
+# -- page age in `pagelab report` ----------------------------------------------------------------------
+def test_older_than_keeps_only_old_allocations_and_by_age_buckets_them():
+    snap = run(2, leak=20)[-1]  # boot pages 29 s old, iter1's 12 s, iter2's 2 s
+    old = snap.older_than(10)
+    assert old.total_pages == 120 and old.filters == ("age>=10s",)
+    assert {st.callsite: st.pages for st in old.stacks.values()} == {
+        "alloc_large_system_hash": 100,
+        "leaky_slab_leak": 20,
+    }
+    assert snap.older_than(20).total_pages == 100
+    assert [(g.key, g.pages) for g in snap.group("age")] == [("10s-1m", 120), ("1s-10s", 20)]
+
+
+def test_age_views_need_timestamps_and_durations_parse_strictly():
+    b = SnapshotBuilder(label="ss", source="ss.txt")
+    b.feed(b" foo+0x1/0x2\nnr_base_pages: 5\n\n")
+    ss = b.finish()
+    with pytest.raises(UsageError, match=r"ss\.txt has no allocation timestamps"):
+        ss.older_than(5)
+    assert (parse_duration("90"), parse_duration("1.5m"), parse_duration("500ms"), parse_duration("2h")) == (
+        90,
+        90,
+        0.5,
+        7200,
+    )
+    with pytest.raises(UsageError, match="--older-than '5 years'"):
+        parse_duration("5 years")
+
+
+# -- attribution through allocators, on real dumps ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("allocator", "expected"),
+    [
+        ("kmem_cache_alloc_lru_noprof", "shmem_alloc_inode"),
+        ("kmem_cache_alloc_bulk_noprof", "mas_alloc_nodes"),
+        ("__kvmalloc_node_noprof", "tcp_metrics_init"),
+        ("__kmalloc_cache_noprof", "tty_register_device_attr"),
+    ],
+)
+def test_slab_and_kvmalloc_pages_are_attributed_past_the_allocator(allocator: str, expected: str) -> None:
+    snap = load_snapshot(FIXTURES / "report_po612.txt.xz")
+    hits = [st for st in snap.stacks.values() if any(f.startswith(allocator + "+") for f in st.stack)]
+    assert hits and expected in {st.callsite for st in hits}
+    for st in hits:
+        syms = [f.split("+")[0] for f in st.stack]
+        assert syms.index(st.callsite) > syms.index(allocator), st.stack
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        # 7.3.4 mm/slub.c: kmalloc through the sheaves
+        ("alloc_from_pcs+0x1/0x2", "__pcs_replace_empty_main+0x1/0x2", "refill_sheaf+0x1/0x2", "refill_objects+0x1"),
+        ("alloc_from_new_slab+0x1/0x2", "kmem_cache_alloc_from_sheaf_noprof+0x1/0x2"),
+        # percpu and page_pool (mm/percpu-vm.c, net/core/page_pool.c)
+        ("pcpu_alloc_pages.constprop.0+0x1/0x2", "pcpu_populate_chunk+0x1/0x2", "pcpu_alloc_noprof+0x1/0x2"),
+        ("__page_pool_alloc_pages_slow+0x1/0x2", "page_pool_alloc_pages+0x1/0x2", "page_pool_dev_alloc_pages+0x1"),
+    ],
+)
+def test_sheaf_percpu_and_page_pool_frames_are_allocator_internals(frames: tuple[str, ...]) -> None:
+    stack = ("get_page_from_freelist+0x1/0x2", "alloc_slab_page+0x1/0x2", *frames, "owner_fn+0x10/0x40 [mod]")
+    assert callsite(stack) == "owner_fn"
