@@ -2,7 +2,7 @@
 /*
  * po-read: read one PFN range of /sys/kernel/debug/page_owner.
  *
- *   po-read [-f FILE] START [END]
+ *   po-read [-f FILE] [-m MODE] START [END]
  *
  * Writes the records whose PFN is in [START, END) to stdout, byte for byte as the kernel formats
  * them, in PFN order. START 0 reads from the beginning exactly like `cat`; without END it reads to
@@ -14,8 +14,14 @@
  * ENOMEM. The kernel cannot be told where to stop, so po-read parses the "PFN" line of each record
  * (decimal up to 6.6, 0x-hex from 6.7) and stops at the first record at or past END.
  *
+ * -m MODE asks the kernel for another record format before reading: 7.x's page_owner is writable per
+ * open file (mm/page_owner.c, page_owner_write: "mode=stack|handle|stack_handle"). In handle mode a
+ * record carries "handle: N" instead of its stack, which the kernel formats much faster; pagelab puts
+ * the stacks back from page_owner_stacks/show_stacks_handles. A kernel without the write (6.x) makes
+ * po-read exit 3, which is how pagelab detects the feature.
+ *
  * Built statically on the host (gcc -static -O2) and shipped in the guest image; exit status 0 on
- * success, 1 on an I/O error, 2 on bad usage.
+ * success, 1 on an I/O error, 2 on bad usage, 3 when the kernel refuses MODE.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_FILE "/sys/kernel/debug/page_owner"
@@ -33,7 +40,7 @@ static size_t buf_len; /* bytes held: a partial record when FILE is a regular fi
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: po-read [-f FILE] START [END]\n");
+	fprintf(stderr, "usage: po-read [-f FILE] [-m stack|handle|stack_handle] START [END]\n");
 	exit(2);
 }
 
@@ -87,14 +94,18 @@ static int drain(unsigned long long end_pfn, int have_end)
 int main(int argc, char **argv)
 {
 	const char *path = DEFAULT_FILE;
+	const char *mode = NULL;
 	unsigned long long start_pfn, end_pfn = 0;
 	int have_end = 0, stopped = 0, fd, opt;
 	static char outbuf[1 << 20];
 
-	while ((opt = getopt(argc, argv, "f:")) != -1) {
-		if (opt != 'f')
+	while ((opt = getopt(argc, argv, "f:m:")) != -1) {
+		if (opt == 'f')
+			path = optarg;
+		else if (opt == 'm')
+			mode = optarg;
+		else
 			usage();
-		path = optarg;
 	}
 	if (argc - optind < 1 || argc - optind > 2 || parse_pfn(argv[optind], &start_pfn))
 		usage();
@@ -103,10 +114,31 @@ int main(int argc, char **argv)
 			usage();
 		have_end = 1;
 	}
-	fd = open(path, O_RDONLY);
+	fd = open(path, mode ? O_RDWR : O_RDONLY);
+	if (fd < 0 && mode && (errno == EACCES || errno == EPERM || errno == EINVAL)) {
+		fprintf(stderr, "po-read: %s: not writable, no mode=%s (%s)\n", path, mode, strerror(errno));
+		return 3;
+	}
 	if (fd < 0) {
 		fprintf(stderr, "po-read: %s: %s\n", path, strerror(errno));
 		return 1;
+	}
+	if (mode) {
+		char cmd[64];
+		int len = snprintf(cmd, sizeof(cmd), "mode=%s", mode);
+		struct stat st;
+
+		/* A regular file (-f, tests) is data, not page_owner: it has no mode to set. */
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+			fprintf(stderr, "po-read: %s: a regular file has no mode=%s\n", path, mode);
+			return 3;
+		}
+
+		/* The setting belongs to this open file: other readers keep their own. */
+		if (len < 0 || (size_t)len >= sizeof(cmd) || write(fd, cmd, (size_t)len) != len) {
+			fprintf(stderr, "po-read: %s: the kernel refused mode=%s (%s)\n", path, mode, strerror(errno));
+			return 3;
+		}
 	}
 	if (start_pfn && lseek(fd, (off_t)start_pfn, SEEK_SET) < 0) {
 		fprintf(stderr, "po-read: lseek %s to %llu: %s\n", path, start_pfn, strerror(errno));

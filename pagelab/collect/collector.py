@@ -40,6 +40,7 @@ from pagelab.ui import UI
 
 PAGE_OWNER = "/sys/kernel/debug/page_owner"
 SHOW_STACKS = "/sys/kernel/debug/page_owner_stacks/show_stacks"
+SHOW_STACKS_HANDLES = "/sys/kernel/debug/page_owner_stacks/show_stacks_handles"
 READER_SOURCE = guest_dir() / "tools" / "po-read.c"
 READER_GUEST_PATH = "/usr/bin/po-read"
 # Several ranges per reader: they are handed out as readers free up, so an uneven spread of allocated
@@ -149,9 +150,10 @@ def split_ranges(spans: Sequence[Span], parts: int) -> list[tuple[int, int | Non
     return list(zip(starts, ends, strict=True))
 
 
-def reader_command(start: int, end: int | None, reader: str = READER_GUEST_PATH) -> str:
-    """The guest command that prints the records of PFNs [start, end)."""
-    return shlex.join([reader, str(start)] + ([] if end is None else [str(end)]))
+def reader_command(start: int, end: int | None, reader: str = READER_GUEST_PATH, mode: str | None = None) -> str:
+    """The guest command that prints the records of PFNs [start, end) (``mode``: po-read -m)."""
+    opts = ["-m", mode] if mode else []
+    return shlex.join([reader, *opts, str(start)] + ([] if end is None else [str(end)]))
 
 
 # -- ordered merge of concurrently read ranges -------------------------------------------------------
@@ -481,6 +483,8 @@ class GuestMemory:
     has_reader: bool
     cpus: int = 1
     has_allocinfo: bool = False  # /proc/allocinfo: a kernel with CONFIG_MEM_ALLOC_PROFILING (>= 6.10)
+    # page_owner takes mode=handle (7.x, mm/page_owner.c page_owner_write) and show_stacks_handles exists.
+    has_handle_mode: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -531,6 +535,8 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
         f"test -r {PAGE_OWNER} && echo has-page-owner; test -r {SHOW_STACKS} && echo has-show-stacks; "
         # Ranged reads need page_owner's lseek (a PFN offset); a kernel without it falls back to one cat.
         f"{READER_GUEST_PATH} 1 2 >/dev/null 2>&1 && echo has-reader; test -r /proc/allocinfo && echo has-allocinfo; "
+        # The feature, not a version number: the kernel accepts mode=handle on an open page_owner file.
+        f"{READER_GUEST_PATH} -m handle 1 2 >/dev/null 2>&1 && test -r {SHOW_STACKS_HANDLES} && echo has-handle-mode; "
         "echo cpus=$(nproc); echo ---; "
         "cat /proc/zoneinfo"
     )
@@ -547,7 +553,12 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
         raise InfraError(f"guest: {err}") from None
     cpus = next((int(w[5:]) for w in flags if w.startswith("cpus=") and w[5:].isdigit()), 1)
     return GuestMemory(
-        spans, "has-show-stacks" in flags, "has-reader" in flags, cpus, has_allocinfo="has-allocinfo" in flags
+        spans,
+        "has-show-stacks" in flags,
+        "has-reader" in flags,
+        cpus,
+        has_allocinfo="has-allocinfo" in flags,
+        has_handle_mode="has-handle-mode" in flags,
     )
 
 

@@ -135,7 +135,7 @@ def open_input(
         raw = ResolvingReader(stream, Resolver(stacks))
         resolved = io.BufferedReader(raw, buffer_size)
         resolved.resolver = raw.resolver  # type: ignore[attr-defined]
-        yield resolved  # type: ignore[misc]
+        yield resolved
 
 
 @contextlib.contextmanager

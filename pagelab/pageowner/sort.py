@@ -151,7 +151,7 @@ def _pfn_class(line: bytes) -> int:
 
 
 # -- reading ----------------------------------------------------------------------------------------
-Key = tuple[bytes, "bytes | None", int, "tuple[int, int, bytes, int] | None"]
+Key = tuple[bytes, "bytes | None", int, "tuple[int, int, bytes | None, int] | None"]
 """A distinct record: (header after PREFIX with the ts digits removed unless kept, the lines after the
 header joined by newlines or None, PFN-line class bits, field override or None)."""
 

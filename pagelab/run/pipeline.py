@@ -265,6 +265,7 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
             bytes=taken.bytes,
             seconds=round(taken.seconds, 3),
             readers=taken.readers,
+            read_mode=taken.read_mode,
             clock_s=None if taken.snapshot.clock_ns is None else round(taken.snapshot.clock_ns / 1e9, 6),
         )
     report["error"] = state.error
