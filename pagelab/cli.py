@@ -91,11 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="ranked owner report of a dump or show_stacks file")
     p.add_argument("input", metavar="INPUT", help="dump or show_stacks file; '-' for stdin; .gz/.xz/.zst")
     p.add_argument("--top", metavar="N", type=int, default=10, help="stacks shown (default 10)")
-    p.add_argument("--by", metavar="KEY", action="append", default=[], help="group-by view (repeatable)")
+    p.add_argument("--by", metavar="KEY", action="append", default=[], help="group-by view (repeatable; pollution)")
     p.add_argument("--filter", metavar="EXPR", action="append", default=[], help="e.g. comm=bash, gfp=__GFP_COMP")
     p.add_argument("--json", metavar="FILE|-", help="write report JSON")
     p.add_argument("--csv", metavar="FILE", help="write per-stack CSV")
     p.add_argument("--folded", metavar="FILE", help="write flame-graph folded stacks (weighted by pages)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (docs/html.md)")
     p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving a handle-mode dump (7.x)")
     p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_report)
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("after", metavar="AFTER")
     p.add_argument("--top", metavar="N", type=int, default=20, help="stacks shown (default 20)")
     p.add_argument("--json", metavar="FILE|-", help="write diff JSON")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (docs/html.md)")
     p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving handle-mode dumps (7.x)")
     p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_diff)
@@ -173,6 +175,7 @@ def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
         json=args.json,
         csv=args.csv,
         folded=args.folded,
+        html=args.html,
         stacks=args.stacks,
         build=args.build,
     )
@@ -182,7 +185,9 @@ def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
 def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
     from pagelab.pageowner.commands import DiffOptions, diff
 
-    opts = DiffOptions(before=args.before, after=args.after, top=args.top, json=args.json, stacks=args.stacks)
+    opts = DiffOptions(
+        before=args.before, after=args.after, top=args.top, json=args.json, html=args.html, stacks=args.stacks
+    )
     opts.build = args.build
     return diff(opts, ui)
 

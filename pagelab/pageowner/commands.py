@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from pagelab.errors import UsageError
-from pagelab.pageowner import analyse, export, handles, render
+from pagelab.pageowner import analyse, export, handles, pollution, render
 from pagelab.pageowner import diff as diff_mod
 from pagelab.ui import UI
 
@@ -27,6 +27,7 @@ class ReportOptions:
     json: str | None = None
     csv: str | None = None
     folded: str | None = None
+    html: str | None = None
     stacks: str | None = None  # a show_stacks_handles file resolving a handle-mode input (handles.py)
     build: str | None = None  # kernel build dir: source lines and MAINTAINERS sections (pagelab/source/)
 
@@ -39,6 +40,7 @@ class DiffOptions:
     after: str
     top: int = 20
     json: str | None = None
+    html: str | None = None
     stacks: str | None = None  # one show_stacks_handles file for both inputs (the stack list only grows)
     build: str | None = None  # kernel build dir: source lines and MAINTAINERS sections (pagelab/source/)
 
@@ -61,7 +63,10 @@ def report(opts: ReportOptions, ui: UI) -> int:
     opts.by, source_views = src.split_views(opts.by)
     src.check_views(source_views, opts.build)
     lens = src.lens_for(opts.build, ui)
-    views = analyse.parse_views(opts.by)
+    by_pollution, by = pollution.split_views(opts.by)
+    if by_pollution and opts.input == "-":
+        raise UsageError("--by pollution: needs INPUT as a file (it reads the dump a second time), not stdin")
+    views = analyse.parse_views(by)
     for expr in opts.filters:
         analyse.parse_filter(expr)  # usage errors before reading a large input
     with ui.progress(f"reading {opts.input}"):
@@ -77,11 +82,22 @@ def report(opts: ReportOptions, ui: UI) -> int:
         ui, snap, top=opts.top, views=[k for k in views if k not in missing], notes=src.notes_for(where)
     )
     src.render_views(ui, snap, source_views, where, opts.top)
+    blocks = pollution.blocks_for(snap, opts.input, ui) if by_pollution or opts.html else None
+    if by_pollution and blocks is not None:
+        pollution.render_pollution(ui, blocks, top=opts.top)
+    elif by_pollution:
+        ui.warn("--by pollution: unavailable for show_stacks input (no PFN lines)")
     if opts.json:
         with export.open_output(opts.json, "--json") as fp:
             data = export.report_json(snap)
             src.annotate_report(data, snap, where, source_views)
+            if blocks is not None:
+                data["pollution"] = blocks.to_json()
             export.write_json(data, fp)
+    if opts.html:
+        from pagelab import html
+
+        html.write_html(opts.html, html.report_page(snap, blocks, top=opts.top, why_no_map=_no_map(opts.input)))
     if opts.csv:
         with export.open_output(opts.csv, "--csv") as fp:
             export.write_csv(snap, fp)
@@ -118,9 +134,19 @@ def diff(opts: DiffOptions, ui: UI) -> int:
     render.render_diff(ui, result, top=opts.top, notes=src.suspect_notes(result.grown[: opts.top], where, growth))
     if alloc:
         src.render_growth(ui, alloc, top=opts.top)
+    out = diff_mod.diff_to_json(result, timings=timings)
+    src.annotate_diff(out, where, alloc)
     if opts.json:
         with export.open_output(opts.json, "--json") as fp:
-            out = diff_mod.diff_to_json(result, timings=timings)
-            src.annotate_diff(out, where, alloc)
             export.write_json(out, fp)
+    if opts.html:
+        from pagelab import html
+
+        blocks = pollution.blocks_for(after, opts.after, ui)
+        page = html.diff_page(out, after, blocks, top=opts.top, why_no_map=_no_map(opts.after))
+        html.write_html(opts.html, page)
     return 0
+
+
+def _no_map(path: str) -> str | None:
+    return "the input was read from stdin (the map reads the dump a second time)" if path == "-" else None

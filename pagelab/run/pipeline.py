@@ -23,6 +23,7 @@ from pagelab.collect.collector import READER_GUEST_PATH, Collector, SnapshotFile
 from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import Guest, GuestOptions
+from pagelab.html.run import last_blockmap, write_run_html
 from pagelab.kernel import modules as kmodules
 from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
 from pagelab.pageowner import diff as pdiff
@@ -428,6 +429,8 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
 
 def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | None) -> None:
     out = state.out
+    blocks = last_blockmap(state.snapshots, ui)  # report.json's pollution and report.html's pageblock map
+    outcome.report["pollution"] = blocks.to_json() if blocks is not None else None
     out.write_json(out.report_json, outcome.report)
     out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(state.started))
@@ -445,6 +448,7 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     meta["kernel"]["kernel_version"] = state.kernel_version or meta["kernel"].get("kernel_version")
     meta["profile"] = state.settings.profile
     out.write_json(out.metadata_json, meta)
+    write_run_html(out.path, outcome.report, state.snapshots, blocks, ui)
     if json_out:
         with open_output(json_out) as fp:
             json.dump(outcome.report, fp, indent=2)
