@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pagelab import __version__
+from pagelab import __version__, settings
 from pagelab.errors import PagelabError, UsageError
 from pagelab.ui import UI
 
@@ -22,29 +22,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-# -- shared option groups --------------------------------------------------------------------------
-def _add_build_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("kernel build")
-    g.add_argument("--kernel-src", metavar="PATH", help="kernel tree or tarball (default: Debian linux-source-6.12)")
-    g.add_argument("--base", metavar="tinyconfig|defconfig|FILE", help="base config (default tinyconfig)")
-    g.add_argument(
-        "--fragment", metavar="FILE", action="append", default=[], help="extra kconfig fragment (repeatable)"
-    )
-    g.add_argument("--jobs", "-j", metavar="N", type=int, help="make -j (default: number of cores)")
-
-
-def _add_boot_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("guest")
-    g.add_argument("--kernel", metavar="BZIMAGE", help="boot this bzImage instead of building")
-    g.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default auto: KVM if proven)")
-    g.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 1G, 2048M (default 1G)")
-    g.add_argument("--cpus", metavar="N", type=int, help="guest vCPUs (default 2)")
-    g.add_argument("--append", metavar="ARGS", action="append", default=[], help="extra kernel command line")
-    g.add_argument("--upload", metavar="SRC:DST", action="append", default=[], help="copy a host file into the guest")
-    g.add_argument("--timeout", metavar="SECONDS", type=float, help="boot/command timeout")
-    g.add_argument("--keep", action="store_true", help="keep the run directory (console log, sockets)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pagelab", description="Which code owns the kernel's memory, and what keeps growing.")
     parser.add_argument("--version", action="version", version=f"pagelab {__version__}")
@@ -52,30 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("build", help="build a page owner kernel (cached, out of tree)")
-    _add_build_options(p)
+    settings.add_arguments(p, "build")
     p.add_argument("--json", action="store_true", help="print only the build result as JSON on stdout")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("boot", help="boot the kernel in QEMU; run CMD or open a shell")
-    _add_build_options(p)
-    _add_boot_options(p)
+    settings.add_arguments(p, "build", "guest")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to run in the guest")
     p.set_defaults(func=_cmd_boot)
 
     p = sub.add_parser("run", help="the leak hunt: build, boot, workloads, snapshots, report")
-    _add_build_options(p)
-    _add_boot_options(p)
-    p.add_argument("--profile", metavar="FILE.toml", help="run profile (flags override it)")
-    p.add_argument("--workload", metavar="NAME|CMD", action="append", default=[], help="workload (repeatable)")
-    p.add_argument("--iterations", metavar="N", type=int, help="workload iterations (default 3)")
-    p.add_argument("--settle", metavar="SECONDS", type=float, help="pause before each snapshot")
-    p.add_argument("--drop-caches", action="store_true", default=None, help="drop caches before each snapshot")
+    settings.add_arguments(p, "build", "guest", "run")
+    p.add_argument("--profile", metavar="NAME|FILE", help="run profile: a shipped NAME (pagelab profiles) or a FILE")
     p.add_argument("--out", metavar="DIR", help="artifact directory (default runs/<timestamp>)")
     p.add_argument("--json", metavar="FILE|-", help="write report JSON here ('-' = stdout)")
     p.add_argument("--ci", action="store_true", help="plain output, junit.xml")
-    p.add_argument("--fail-on-growth", metavar="PAGES", type=int, help="exit 1 if top suspect grows more")
-    p.add_argument("--top", metavar="N", type=int, help="suspects/owners shown")
-    p.add_argument("--readers", metavar="N", type=int, help="parallel page_owner readers (default: 2 per vCPU)")
     p.set_defaults(func=_cmd_run)
 
     # sort mirrors the C tool's getopt_long parsing (options after the positionals, '--', abbreviations),
@@ -113,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("workloads", help="list the built-in workloads")
     p.set_defaults(func=_cmd_workloads)
+
+    p = sub.add_parser("fragments", help="list the shipped kconfig fragments (--fragment NAME)")
+    p.set_defaults(func=_cmd_fragments)
+
+    p = sub.add_parser("profiles", help="list the shipped run profiles (--profile NAME)")
+    p.set_defaults(func=_cmd_profiles)
     return parser
 
 
@@ -122,7 +96,7 @@ def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
 
     from pagelab.kernel.build import BuildOptions, build_kernel
 
-    result = build_kernel(BuildOptions.from_args(args), ui)
+    result = build_kernel(BuildOptions.from_settings(settings.merged(settings.given(args))), ui)
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
@@ -140,16 +114,18 @@ def _cmd_build(args: argparse.Namespace, ui: UI) -> int:
 
 
 def _cmd_boot(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.guest.boot import boot_from_args
+    from pagelab.guest.boot import boot, command_line
 
     # CMD's output is data: its bytes go straight to our stdout/stderr; the UI carries the chatter.
-    return boot_from_args(args, ui, sys.stdout.buffer, sys.stderr.buffer)
+    values = settings.merged(settings.given(args))
+    return boot(values, command_line(args.cmd), ui, sys.stdout.buffer, sys.stderr.buffer)
 
 
 def _cmd_run(args: argparse.Namespace, ui: UI) -> int:
-    from pagelab.run.pipeline import run_from_args
+    from pagelab.run.pipeline import run
+    from pagelab.run.profiles import settings_from
 
-    return run_from_args(args, ui)
+    return run(settings_from(settings.given(args), args.profile), ui, out=args.out, json_out=args.json)
 
 
 def _cmd_sort(args: argparse.Namespace, ui: UI) -> int:
@@ -194,6 +170,20 @@ def _cmd_diff(args: argparse.Namespace, ui: UI) -> int:
 
 def _cmd_workloads(args: argparse.Namespace, ui: UI) -> int:
     from pagelab.run.workloads import render_catalogue
+
+    render_catalogue(ui)
+    return 0
+
+
+def _cmd_fragments(args: argparse.Namespace, ui: UI) -> int:
+    from pagelab.kernel.fragments import render_catalogue
+
+    render_catalogue(ui)
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace, ui: UI) -> int:
+    from pagelab.run.profiles import render_catalogue
 
     render_catalogue(ui)
     return 0

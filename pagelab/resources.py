@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from pagelab.errors import UsageError
+
 
 def data_dir(name: str) -> Path:
     """The shipped data directory ``name`` (``kconfigs``, ``guest`` or ``profiles``) as a real path.
@@ -30,3 +32,38 @@ def guest_dir() -> Path:
 
 def profiles_dir() -> Path:
     return data_dir("profiles")
+
+
+# -- shipped files by name (``--fragment NAME``, ``--profile NAME``) -----------------------------------------
+def shipped(directory: Path, suffix: str) -> dict[str, Path]:
+    """The shipped files ``directory/*suffix`` by name (the file name without ``suffix``), sorted."""
+    return {p.name.removesuffix(suffix): p for p in sorted(directory.glob(f"*{suffix}")) if p.is_file()}
+
+
+def is_file_spec(value: str, suffix: str, base_dir: Path | None = None) -> bool:
+    """Whether ``value`` names a user's file rather than a shipped one.
+
+    A file is an existing path (relative to ``base_dir``, else the working directory), or anything containing
+    ``/`` or ending in ``suffix``; everything else is a name.
+    """
+    if "/" in value or value.endswith(suffix) or value.startswith("~"):
+        return True
+    return ((base_dir or Path.cwd()) / value).exists()
+
+
+def resolve_named(value: str, directory: Path, suffix: str, option: str, base_dir: Path | None = None) -> Path:
+    """``option NAME|FILE`` → the file: a user's path as given (relative to ``base_dir``), or a shipped name.
+
+    Raises UsageError (one line, listing the known names) for an unknown name; whether a user's file exists is
+    for the caller to report.
+    """
+    if is_file_spec(value, suffix, base_dir):
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or base_dir is None else base_dir / path
+    known = shipped(directory, suffix)
+    if value not in known:
+        names = ", ".join(known) or "none"
+        raise UsageError(
+            f"{option} {value}: no such file and no shipped {option.lstrip('-')} of that name (known: {names})"
+        )
+    return known[value]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import time
 from pathlib import Path
@@ -12,18 +11,8 @@ from pagelab.errors import GuestCrash, UsageError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import Guest, GuestOptions, bzimage_version
 from pagelab.procs import signals_interrupt
+from pagelab.settings import BY_NAME, Settings, parse_upload
 from pagelab.ui import UI
-
-
-def parse_upload(spec: str) -> tuple[Path, str]:
-    """``SRC:DST`` → (host path, guest path). Raises UsageError if malformed or SRC is not a file."""
-    src, sep, dst = spec.partition(":")
-    if not sep or not src or not dst:
-        raise UsageError(f"--upload {spec!r}: expected SRC:DST (host file : guest path)")
-    path = Path(src)
-    if not path.is_file():
-        raise UsageError(f"--upload {spec!r}: {src} is not a file")
-    return path, dst
 
 
 def command_line(argv: list[str]) -> str | None:
@@ -35,33 +24,28 @@ def command_line(argv: list[str]) -> str | None:
     return argv[0] if len(argv) == 1 else shlex.join(argv)
 
 
-def boot_from_args(args: argparse.Namespace, ui: UI, stdout: BinaryIO, stderr: BinaryIO) -> int:
-    """Run ``pagelab boot``; returns CMD's exit status (or the shell's).
+def boot(settings: Settings, command: str | None, ui: UI, stdout: BinaryIO, stderr: BinaryIO) -> int:
+    """Run ``pagelab boot``: CMD (``command_line``) or, for None, a shell; returns its exit status.
 
     Raises UsageError (2), GuestCrash (3), BuildError/InfraError (4).
     """
-    options = GuestOptions.from_args(args)
-    uploads = [parse_upload(spec) for spec in getattr(args, "upload", None) or []]
-    command = command_line(list(getattr(args, "cmd", None) or []))
+    options = GuestOptions.from_settings(settings)
+    uploads = [parse_upload(spec) for spec in settings.upload]
 
     modules_dir = None
-    build_flags = [
-        flag
-        for flag, value in (("--kernel-src", "kernel_src"), ("--base", "base"), ("--fragment", "fragment"))
-        if getattr(args, value, None)
-    ]
-    if getattr(args, "kernel", None) and build_flags:
-        raise UsageError(f"--kernel boots a ready bzImage: {', '.join(build_flags)} would be ignored")
-    if getattr(args, "kernel", None):
-        kernel: object = Path(args.kernel)
-        if not Path(args.kernel).is_file():
-            raise UsageError(f"--kernel {args.kernel}: not a file")
-        if bzimage_version(Path(args.kernel)) is None:
-            raise UsageError(f"--kernel {args.kernel}: not an x86 bzImage (no setup header)")
+    ignored = [BY_NAME[name].flag for name in ("kernel_src", "base", "fragments") if getattr(settings, name)]
+    if settings.kernel and ignored:
+        raise UsageError(f"--kernel boots a ready bzImage: {', '.join(ignored)} would be ignored")
+    if settings.kernel:
+        kernel: object = Path(settings.kernel)
+        if not Path(settings.kernel).is_file():
+            raise UsageError(f"--kernel {settings.kernel}: not a file")
+        if bzimage_version(Path(settings.kernel)) is None:
+            raise UsageError(f"--kernel {settings.kernel}: not an x86 bzImage (no setup header)")
     else:
         from pagelab.kernel.build import BuildOptions, build_kernel
 
-        result = build_kernel(BuildOptions.from_args(args), ui)
+        result = build_kernel(BuildOptions.from_settings(settings), ui)
         kernel = result
         modules_dir = result.modules_dir
     image = build_image(modules_dir=modules_dir, ui=ui)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from pagelab.cache import atomic_write, cache_dir, content_key
 from pagelab.errors import InfraError, UsageError
 from pagelab.procs import tool_version
+from pagelab.settings import DEFAULT_CPUS, DEFAULT_MEMORY, memory_mib
 
 QEMU_BINARY = "qemu-system-x86_64"
 # Always on the kernel command line (the user's --append comes after, so it can override).
@@ -31,21 +31,15 @@ BOOT_TIMEOUT = {"kvm": 30.0, "tcg": 90.0}
 
 # QEMU user networking: the guest is 10.0.2.15/24 and reaches the host's loopback at 10.0.2.2.
 HOST_GATEWAY = "10.0.2.2"
-
-_SIZE = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)i?B?$", re.IGNORECASE)
+_DEFAULT_MEMORY_MIB = memory_mib(DEFAULT_MEMORY)
 
 
 def parse_memory(size: str) -> int:
     """Guest memory in MiB from ``1G``, ``2048M``, ``512`` (MiB); raises UsageError if malformed."""
-    m = _SIZE.match(size.strip())
-    if not m:
-        raise UsageError(f"--memory {size!r}: expected a size like 1G or 2048M")
-    n = int(m.group("n"))
-    factor = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group("unit").upper()]
-    mib = int(n * factor)
-    if mib < 128:
-        raise UsageError(f"--memory {size!r}: at least 128M is needed for the guest")
-    return mib
+    try:
+        return memory_mib(size)
+    except ValueError as err:
+        raise UsageError(f"--memory {size!r}: {err}") from None
 
 
 @dataclass
@@ -57,8 +51,8 @@ class QemuConfig:
     accel: str  # kvm | tcg
     ssh_port: int
     qmp_socket: Path
-    memory_mib: int = 1024
-    cpus: int = 2
+    memory_mib: int = _DEFAULT_MEMORY_MIB
+    cpus: int = DEFAULT_CPUS
     append: list[str] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
     binary: str = QEMU_BINARY

@@ -7,7 +7,6 @@ Ctrl-C or crash), syncs the guest if it can, quits QEMU and removes the private 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shlex
@@ -17,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pagelab.errors import GuestCrash, InfraError, UsageError
 from pagelab.guest.keys import Keys, ensure_keys
@@ -35,7 +34,12 @@ from pagelab.guest.qemu import (
     verdict_path,
 )
 from pagelab.guest.ssh import CommandResult, HostKeyMismatch, Sink, SSHSession
+from pagelab.settings import DEFAULT_CPUS, DEFAULT_MEMORY
+from pagelab.settings import check as check_setting
 from pagelab.ui import UI, default_ui
+
+if TYPE_CHECKING:
+    from pagelab.settings import Settings
 
 PORT_ATTEMPTS = 8
 
@@ -64,8 +68,8 @@ class _KvmUnproven(Exception):
 class GuestOptions:
     """How to boot: memory, vCPUs, accelerator, extra kernel arguments, timeouts, where logs go."""
 
-    memory: str = "1G"
-    cpus: int = 2
+    memory: str = DEFAULT_MEMORY
+    cpus: int = DEFAULT_CPUS
     accel: str = "auto"  # auto | kvm | tcg
     append: list[str] = field(default_factory=list)
     timeout: float | None = None  # boot timeout (launch to SSH-ready); None: per-accelerator default
@@ -79,42 +83,30 @@ class GuestOptions:
     direct_streams: bool = True
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> GuestOptions:
-        """From the CLI's boot options (``--memory --cpus --accel --append --timeout --keep``).
+    def from_settings(cls, settings: Settings) -> GuestOptions:
+        """The guest stage's settings (``pagelab/settings.py``); ``--append`` values are split like a shell.
 
+        ``--kernel`` and ``--upload`` are for the caller (what to boot, what to copy in after boot).
         Raises UsageError for malformed values.
         """
-        append: list[str] = []
-        for item in getattr(args, "append", None) or []:
-            try:
-                append.extend(shlex.split(item))
-            except ValueError as err:
-                raise UsageError(f"--append {item!r}: {err}") from None
-
-        def given(name: str, default: Any) -> Any:
-            value = getattr(args, name, None)
-            return default if value is None else value
-
+        values = settings.stage_values("guest")
+        for name, value in values.items():
+            check_setting(name, value)
         opts = cls(
-            memory=given("memory", "1G"),
-            cpus=given("cpus", 2),
-            accel=given("accel", "auto"),
-            append=append,
-            timeout=getattr(args, "timeout", None),
-            keep=bool(getattr(args, "keep", False)),
+            memory=values["memory"],
+            cpus=values["cpus"],
+            accel=values["accel"],
+            append=[word for item in values["append"] for word in shlex.split(item)],
+            timeout=values["timeout"],
+            keep=values["keep"],
         )
         opts.validate()
         return opts
 
     def validate(self) -> None:
         """Raises UsageError for a bad memory size, vCPU count, accelerator or timeout."""
-        parse_memory(self.memory)
-        if not 1 <= self.cpus <= 64:
-            raise UsageError(f"--cpus {self.cpus}: expected 1 to 64")
-        if self.accel not in ("auto", "kvm", "tcg"):
-            raise UsageError(f"--accel {self.accel}: expected auto, kvm or tcg")
-        if self.timeout is not None and self.timeout <= 0:
-            raise UsageError(f"--timeout {self.timeout}: expected a positive number of seconds")
+        for name in ("memory", "cpus", "accel", "timeout"):
+            check_setting(name, getattr(self, name))
 
 
 def sweep_stale_run_dirs(parent: Path | None = None) -> list[Path]:

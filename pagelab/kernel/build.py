@@ -24,7 +24,6 @@ configs can alternate without rebuilding each other.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -41,21 +40,26 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pagelab import __version__
 from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_sha256
-from pagelab.errors import BuildError, InputError, UsageError
+from pagelab.errors import BuildError, InputError
 from pagelab.kernel import kconfig
+from pagelab.kernel.fragments import DEFAULT_FRAGMENTS
+from pagelab.kernel.fragments import resolve as resolve_fragment
 from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
 from pagelab.procs import popen_tied, signals_interrupt, step_failed, tool_version
 from pagelab.resources import kconfigs_dir
+from pagelab.settings import BASES
+from pagelab.settings import check as check_setting
 from pagelab.ui import UI
+
+if TYPE_CHECKING:
+    from pagelab.settings import Settings
 
 #: kconfigs/ at the top of the project: the fragments every build starts from.
 KCONFIGS = kconfigs_dir()
-DEFAULT_FRAGMENTS = ("qemu-x86_64.config", "page_owner.config")
-BASES = ("tinyconfig", "defconfig")
 #: Environment variables Kbuild reads that change what gets built: part of the cache key.
 KBUILD_ENV = ("ARCH", "CROSS_COMPILE", "LLVM", "KCFLAGS", "KCPPFLAGS", "KAFLAGS", "KRUSTFLAGS", "LOCALVERSION")
 #: Bump when the layout or what a result contains changes: old entries are then ignored.
@@ -72,19 +76,14 @@ class BuildOptions:
 
     kernel_src: str | None = None
     base: str | None = None
-    fragments: list[str] = field(default_factory=list)
+    fragments: list[str] = field(default_factory=list)  # shipped names (kconfigs/extras) or files
     jobs: int | None = None
     make_vars: list[str] = field(default_factory=list)  # e.g. ["LLVM=1"]; part of the cache key
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> BuildOptions:
-        """From the parsed ``_add_build_options`` arguments (cli.py)."""
-        return cls(
-            kernel_src=getattr(args, "kernel_src", None),
-            base=getattr(args, "base", None),
-            fragments=list(getattr(args, "fragment", None) or []),
-            jobs=getattr(args, "jobs", None),
-        )
+    def from_settings(cls, settings: Settings) -> BuildOptions:
+        """The build stage's settings (``pagelab/settings.py``: ``--kernel-src --base --fragment --jobs``)."""
+        return cls(**settings.stage_values("build"))
 
 
 @dataclass
@@ -147,12 +146,12 @@ def _fragments(opts: BuildOptions) -> list[Path]:
     defaults = [KCONFIGS / name for name in DEFAULT_FRAGMENTS]
     for f in defaults:
         if not f.is_file():
-            raise InputError(str(f), "default fragment missing (is the pagelab checkout complete?)")
+            raise InputError(str(f), "default fragment missing (is the pagelab installation complete?)")
     extra = []
-    for f in opts.fragments:
-        p = Path(f).expanduser()
+    for spec in opts.fragments:
+        p = resolve_fragment(spec)
         if not p.is_file():
-            raise InputError(f, "--fragment: no such file" if not p.exists() else "--fragment: not a regular file")
+            raise InputError(spec, "--fragment: no such file" if not p.exists() else "--fragment: not a regular file")
         extra.append(p.resolve())
     return defaults + extra
 
@@ -177,8 +176,7 @@ def _compiler(make_vars: Sequence[str]) -> str:
 
 
 def _plan(opts: BuildOptions, ui: UI) -> _Plan:
-    if opts.jobs is not None and opts.jobs < 1:
-        raise UsageError(f"--jobs: expected a positive number, got {opts.jobs}")
+    check_setting("jobs", opts.jobs)
     base = opts.base or "tinyconfig"
     if base in BASES:
         base_digest = ""

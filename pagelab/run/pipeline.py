@@ -7,7 +7,6 @@ infrastructure failure (exit 4) still leaves everything gathered so far, with th
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import signal
@@ -33,7 +32,7 @@ from pagelab.procs import defer_interrupts, pending_interrupt, signal_of, signal
 from pagelab.run import workloads as wl
 from pagelab.run.artifacts import RunDir, default_out_dir, metadata
 from pagelab.run.junit import Case, write_junit
-from pagelab.run.profiles import RunSettings, settings_from
+from pagelab.settings import Settings, parse_upload
 from pagelab.ui import UI
 
 WORKLOAD_TIMEOUT = 900.0
@@ -56,7 +55,7 @@ class WorkloadRun:
 class RunState:
     """Everything gathered so far; the report is rendered from it whatever stopped the run."""
 
-    settings: RunSettings
+    settings: Settings
     out: RunDir
     started: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
@@ -91,7 +90,7 @@ def _kernel(state: RunState, ui: UI) -> tuple[Path, BuildResult | None]:
         return Path(s.kernel), None
     state.phase = "build"
     with state.timed("build"):
-        result = build_kernel(BuildOptions.from_args(s.namespace()), ui)
+        result = build_kernel(BuildOptions.from_settings(s), ui)
     state.build = result.to_json()
     state.config_path = str(result.config)
     state.kernel_version = result.kernel_version
@@ -111,14 +110,8 @@ def _modules(state: RunState, workloads: list[wl.Workload], build: BuildResult |
         }
 
 
-def _uploads(settings: RunSettings) -> list[tuple[Path, str]]:
-    out = []
-    for spec in settings.upload:
-        src, _, dst = spec.partition(":")
-        if not Path(src).is_file():
-            raise UsageError(f"--upload {spec}: {src} is not a file")
-        out.append((Path(src), dst or "/root/"))
-    return out
+def _uploads(settings: Settings) -> list[tuple[Path, str]]:
+    return [parse_upload(spec) for spec in settings.upload]
 
 
 def _drop_caches(guest: Any) -> None:
@@ -211,8 +204,8 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
         _snapshot(state, collector, f"iter{i}")
 
 
-def _guest_options(s: RunSettings, console_log: Path) -> GuestOptions:
-    options = GuestOptions.from_args(s.namespace())
+def _guest_options(s: Settings, console_log: Path) -> GuestOptions:
+    options = GuestOptions.from_settings(s)
     options.console_log = console_log
     return options
 
@@ -455,7 +448,7 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
             fp.write("\n")
 
 
-def run(settings: RunSettings, ui: UI, *, out: str | None = None, json_out: str | None = None) -> int:
+def run(settings: Settings, ui: UI, *, out: str | None = None, json_out: str | None = None) -> int:
     """The whole leak hunt; returns the exit code (0 ok, 1 growth over the threshold).
 
     Raises UsageError before anything runs for bad settings; GuestCrash (3) and InfraError (4) after the
@@ -522,10 +515,3 @@ def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseExcept
         return InfraError(f"run failed: {state.error}")
     state.phase = "done"
     return None
-
-
-def run_from_args(args: argparse.Namespace, ui: UI) -> int:
-    """``pagelab run``: merge profile and flags, then run. Raises as ``run`` does."""
-
-    settings = settings_from(args)
-    return run(settings, ui, out=args.out, json_out=args.json)

@@ -184,14 +184,31 @@ def _bare(function: str) -> str:
     return function.split(".", 1)[0]
 
 
-def join(callsite: str, module: str | None, rows: Iterable[Growth]) -> Growth | None:
-    """The growth row of a page owner suspect's callsite function (and module), the largest if several."""
-    want = _bare(callsite)
-    best = None
-    for g in rows:
-        if _bare(g.site.function) == want and g.site.module == module and (best is None or g.bytes > best.bytes):
-            best = g
-    return best
+def join(
+    callsite: str,
+    module: str | None,
+    rows: Iterable[Growth],
+    chain: Sequence[tuple[str, str, int]] = (),
+) -> Growth | None:
+    """The growth row of a page owner suspect, or None.
+
+    ``chain`` is the callsite frame's resolved inline chain as (function, file, line), innermost first
+    (pagelab/source/symbolize.py): a row at one of those lines matches first, then a row of one of those
+    functions (allocinfo tags the function that holds the allocation call, which the compiler may have
+    inlined into the frame page owner shows: shmem_alloc_folio into shmem_get_folio_gfp), then a row of
+    the callsite function itself. Rows must be of the suspect's module (None: built-in). The largest
+    growth wins a tie.
+    """
+    mine = [g for g in rows if g.site.module == module]
+    lines = {(f, n) for _, f, n in chain}
+    names = [_bare(fn) for fn, _, _ in chain] + [_bare(callsite)]
+    for pick in (
+        [g for g in mine if (g.site.file, g.site.line) in lines],
+        *([g for g in mine if _bare(g.site.function) == name] for name in names),
+    ):
+        if pick:
+            return max(pick, key=lambda g: g.bytes)
+    return None
 
 
 def sibling(snapshot_path: str | os.PathLike[str]) -> str | None:

@@ -118,7 +118,7 @@ def annotate_suspects(
         w = where.get(tuple(r.get("frames") or ()), NOWHERE)
         r.update(w.to_json())
         if growth is not None:
-            hit = ai.join(r.get("callsite", ""), r.get("module"), growth)
+            hit = ai.join(r.get("callsite", ""), r.get("module"), growth, _chain(w))
             r["allocinfo"] = hit.to_json() if hit else None
 
 
@@ -219,8 +219,9 @@ def suspect_notes(
     """Lines under each suspect/grown stack (objects with ``frames``, ``callsite``, ``module``)."""
     out: Notes = {}
     for r in rows:
-        row = ai.join(r.callsite, r.module, growth) if growth else None
-        lines = note_lines(where.get(r.frames, NOWHERE), row)
+        w = where.get(r.frames, NOWHERE)
+        row = ai.join(r.callsite, r.module, growth, _chain(w)) if growth else None
+        lines = note_lines(w, row)
         if lines:
             out[r.frames] = lines
     return out
@@ -245,3 +246,7 @@ def run_lens(build_dir: str | None, modules: Iterable[str], ui: UI) -> SourceLen
     except InputError as err:
         ui.warn(f"source lines unavailable: {err}")
         return None
+
+
+def _chain(w: Where) -> list[tuple[str, str, int]]:
+    return [(ln.function, ln.file, ln.line) for ln in w.chain]

@@ -88,6 +88,20 @@ def test_a_suspect_joins_the_row_of_its_callsite_function_and_module() -> None:
     assert ai.join("shmem_alloc_folio", None, rows) is None  # it shrank: no growth row
 
 
+def test_the_inline_chain_of_the_callsite_finds_the_row_of_an_inlined_allocation() -> None:
+    # 6.12 inlines shmem_alloc_folio (where allocinfo tags the allocation) into shmem_get_folio_gfp
+    # (the frame page owner prints): the resolved chain of that frame names both.
+    before = ai.parse("allocinfo - version: 1.0\n  4096 1 mm/shmem.c:1812 func:shmem_alloc_folio\n")
+    after = ai.parse("allocinfo - version: 1.0\n  16781312 4097 mm/shmem.c:1812 func:shmem_alloc_folio\n")
+    rows = ai.growth([before, after])
+    chain = [("folio_alloc_noprof", "include/linux/gfp.h", 326), ("shmem_alloc_folio", "mm/shmem.c", 1812)]
+    assert ai.join("shmem_get_folio_gfp.constprop.0", None, rows) is None
+    hit = ai.join("shmem_get_folio_gfp.constprop.0", None, rows, chain)
+    assert hit is not None and hit.bytes == 16777216 and hit.site.function == "shmem_alloc_folio"
+    # By line alone (a function renamed by the compiler still sits at its line).
+    assert ai.join("x", None, rows, [("y", "mm/shmem.c", 1812)]) is hit
+
+
 @pytest.mark.parametrize(
     ("text", "line", "what"),
     [

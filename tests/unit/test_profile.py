@@ -8,39 +8,43 @@ import pytest
 
 from pagelab.cli import build_parser
 from pagelab.errors import UsageError
+from pagelab.kernel.fragments import resolve as resolve_fragment
 from pagelab.run.profiles import load_profile, settings_from
 from pagelab.run.workloads import DEFAULT_WORKLOADS
+from pagelab.settings import Settings, given
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
-def _args(*argv: str):
-    return build_parser().parse_args(["run", *argv])
+def _settings(*argv: str) -> Settings:
+    args = build_parser().parse_args(["run", *argv])
+    return settings_from(given(args), args.profile)
 
 
 def test_no_profile_and_no_flags_gives_the_default_run() -> None:
-    s = settings_from(_args())
+    s = _settings()
     assert s.workloads == list(DEFAULT_WORKLOADS) and s.iterations == 3 and s.fail_on_growth is None
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES.glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_profile_loads(profile: Path) -> None:
-    s = settings_from(_args("--profile", str(profile)))
+    s = _settings("--profile", str(profile))
     assert s.description and s.workloads
-    for frag in s.fragments:
-        assert Path(frag).is_file(), frag
+    for frag in s.fragments:  # a shipped name or a file
+        assert resolve_fragment(frag).is_file(), frag
 
 
 def test_flags_override_the_profile_and_lists_replace(tmp_path: Path) -> None:
     prof = tmp_path / "p.toml"
     prof.write_text('[run]\nworkloads = ["fork-storm"]\niterations = 5\n[guest]\ncpus = 4\n')
-    s = settings_from(_args("--profile", str(prof), "--iterations", "2", "--workload", "true"))
+    s = _settings("--profile", str(prof), "--iterations", "2", "--workload", "true")
     assert (s.iterations, s.workloads, s.cpus) == (2, ["true"], 4)
 
 
 def test_relative_paths_are_relative_to_the_profile(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     prof = tmp_path / "sub" / "p.toml"
+    (tmp_path / "sub" / "a.sh").write_text("true\n")
     prof.write_text(
         '[kernel]\nfragments = ["../x.config"]\nbase = "tinyconfig"\n[guest]\nupload = ["a.sh:/root/a.sh"]\n'
     )
@@ -82,14 +86,14 @@ def test_broken_toml_and_missing_files_are_usage_errors(tmp_path: Path) -> None:
 
 def test_out_of_range_values_are_rejected() -> None:
     with pytest.raises(UsageError, match="--iterations"):
-        settings_from(_args("--iterations", "0"))
+        _settings("--iterations", "0")
     with pytest.raises(UsageError, match="SRC:DST"):
-        settings_from(_args("--upload", "nocolon"))
+        _settings("--upload", "nocolon")
 
 
 def test_the_reproducer_command_parses_back_to_the_same_settings() -> None:
-    s = settings_from(_args("--profile", str(PROFILES / "thp-stress.toml"), "--memory", "3G"))
-    again = settings_from(build_parser().parse_args(s.reproduce_argv()[1:]))
+    s = _settings("--profile", str(PROFILES / "thp-stress.toml"), "--memory", "3G")
+    again = _settings(*s.reproduce_argv()[2:])
     s.profile = again.profile = None
     s.description = again.description = ""
     assert again == s
@@ -98,6 +102,6 @@ def test_the_reproducer_command_parses_back_to_the_same_settings() -> None:
 def test_the_reproducer_keeps_top_and_readers(tmp_path: Path) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text('[run]\nworkloads = ["true"]\ntop = 20\nreaders = 4\n')
-    s = settings_from(_args("--profile", str(profile)))
-    again = settings_from(build_parser().parse_args(s.reproduce_argv()[1:]))
+    s = _settings("--profile", str(profile))
+    again = _settings(*s.reproduce_argv()[2:])
     assert (again.top, again.readers) == (20, 4)

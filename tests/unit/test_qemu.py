@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -20,6 +19,7 @@ from pagelab.errors import UsageError
 from pagelab.guest.machine import Machine, PortInUse, free_port
 from pagelab.guest.qemu import AccelVerdict, QemuConfig, load_verdict, parse_memory, save_verdict
 from pagelab.guest.session import GuestOptions, bzimage_version
+from pagelab.settings import Settings
 
 
 def _config(tmp_path: Path, accel: str = "tcg", **kw: object) -> QemuConfig:
@@ -66,11 +66,8 @@ def test_parse_memory_rejects_bad_sizes(text: str) -> None:
         parse_memory(text)
 
 
-def test_guest_options_from_cli_args_split_append_and_apply_defaults() -> None:
-    ns = argparse.Namespace(
-        memory=None, cpus=None, accel=None, append=["quiet loglevel=7", "'init=/bin/x y'"], timeout=None, keep=True
-    )
-    opts = GuestOptions.from_args(ns)
+def test_guest_options_from_settings_split_append_and_apply_defaults() -> None:
+    opts = GuestOptions.from_settings(Settings(append=["quiet loglevel=7", "'init=/bin/x y'"], keep=True))
     assert (opts.memory, opts.cpus, opts.accel, opts.keep) == ("1G", 2, "auto", True)
     assert opts.append == ["quiet", "loglevel=7", "init=/bin/x y"]
 

@@ -18,6 +18,7 @@ from pagelab.run.artifacts import RunDir, default_out_dir, kernel_compiler
 from pagelab.run.pipeline import RunState, WorkloadRun, _analyse, _write_artifacts, render_run, run
 from pagelab.run.profiles import settings_from
 from pagelab.run.workloads import resolve
+from pagelab.settings import Settings, given
 from pagelab.ui import UI
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -39,8 +40,13 @@ def _dump_with_leak(pages: int) -> bytes:
     return base + extra.encode()
 
 
+def _settings(*argv: str) -> Settings:
+    args = build_parser().parse_args(["run", *argv])
+    return settings_from(given(args), args.profile)
+
+
 def _state(tmp_path: Path, leaks: list[int], *argv: str) -> RunState:
-    settings = settings_from(build_parser().parse_args(["run", "--workload", "leaky-leak 256", *argv]))
+    settings = _settings("--workload", "leaky-leak 256", *argv)
     state = RunState(settings, RunDir(tmp_path / "out"))
     state.kernel_version = "6.12.117"
     state.booted = True
@@ -131,9 +137,12 @@ def test_the_terminal_report_has_summary_suspects_owners_and_verdict(tmp_path: P
 
 
 def test_bad_settings_fail_before_anything_is_built(tmp_path: Path) -> None:
-    settings = settings_from(build_parser().parse_args(["run", "--upload", f"{tmp_path}/missing.sh:/root/"]))
     with pytest.raises(UsageError, match=r"missing\.sh"):
-        run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
+        run(
+            _settings("--upload", f"{tmp_path}/missing.sh:/root/"),
+            UI(plain=True, quiet=True),
+            out=str(tmp_path / "out"),
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -180,7 +189,7 @@ def test_a_prebuilt_kernel_cannot_take_test_modules_and_must_exist(tmp_path: Pat
         (["--kernel", str(tmp_path / "nope")], "no such file"),
         (["--kernel", str(bz), "--workload", "leaky-leak 8"], "drop --kernel"),
     ):
-        settings = settings_from(build_parser().parse_args(["run", *argv]))
+        settings = _settings(*argv)
         with pytest.raises(UsageError, match=pattern):
             run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
@@ -223,7 +232,7 @@ def test_an_unexpected_error_still_writes_the_report_and_exits_4(tmp_path: Path,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(run_module, "_kernel", broken_kernel)
-    settings = settings_from(build_parser().parse_args(["run", "--workload", "true", "--iterations", "1"]))
+    settings = _settings("--workload", "true", "--iterations", "1")
     with pytest.raises(InfraError, match="No space left on device"):
         run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
