@@ -608,6 +608,8 @@ class Collector:
         self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
         # The guest's clock as the read starts, on page_owner's ts clock: the 'now' of page ages.
         clock_ns = guest_clock_ns(self.guest)
+        # The guest's clock as the read starts, on page_owner's ts clock: the 'now' of page ages.
+        clock_ns = guest_clock_ns(self.guest)
         t0 = time.perf_counter()
         worker = self._worker()
         worker.begin(partial, label, path)
@@ -652,6 +654,7 @@ class Collector:
         os.replace(partial, path)
         seconds = time.perf_counter() - t0
         snapshot.clock_ns = clock_ns
+        snapshot.clock_ns = clock_ns
         taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
@@ -679,6 +682,38 @@ class Collector:
             partial.unlink(missing_ok=True)
             raise
         os.replace(partial, path)
+
+
+# page_owner stamps an allocation with local_clock() (mm/page_owner.c: __update_page_owner_handle), and
+# printk stamps every log record with the same local_clock() (kernel/printk/printk.c), so a marker
+# written to /dev/kmsg and read back with dmesg is "now" on the ts clock, to the microsecond
+# (CONFIG_PRINTK_TIME, kconfigs/qemu-x86_64.config). /proc/uptime (CLOCK_BOOTTIME, 10 ms ticks) starts a
+# little later than local_clock; it is the fallback when the marker cannot be read back. Level 7 keeps
+# the marker off the console.
+CLOCK_MARK = "pagelab-clock"
+_CLOCK_LINE = re.compile(r"\[\s*(\d+)\.(\d{6})\]\s*" + CLOCK_MARK)
+_UPTIME = re.compile(r"^(\d+)\.(\d{2}) ", re.M)
+
+
+def guest_clock_ns(guest: Any, timeout: float = 60.0) -> int | None:
+    """The guest's local_clock() in ns (µs precision), or its uptime; None if neither can be read."""
+    script = (
+        f"echo '<7>{CLOCK_MARK}' >/dev/kmsg 2>/dev/null; dmesg 2>/dev/null | grep '{CLOCK_MARK}' | tail -n 1; "
+        "cat /proc/uptime"
+    )
+    # Neither file readable (an unusual guest): None, and ages fall back to the dump's newest ts.
+    return parse_clock(str(guest.run(script, timeout=timeout).stdout))
+
+
+def parse_clock(text: str) -> int | None:
+    """``[   12.345678] pagelab-clock`` → ns; else ``/proc/uptime``'s ``12.34 …`` → ns; else None."""
+    m = _CLOCK_LINE.search(text)
+    if m is not None:
+        return int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 1000
+    m = _UPTIME.search(text)
+    if m is not None:
+        return int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 10_000_000
+    return None
 
 
 # page_owner stamps an allocation with local_clock() (mm/page_owner.c: __update_page_owner_handle), and
