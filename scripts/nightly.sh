@@ -6,7 +6,7 @@
 #   EXPECTED_EXIT    the exit code that counts as a pass (default 0); the leaky truth test is
 #                    expected to exit 1 (its leak is over the profile's --fail-on-growth)
 #   -o OUT           artifact root (default runs/nightly-<UTC timestamp>); one sub-directory per profile
-#   -k KERNEL_SRC    kernel tree or tarball for every profile (overrides the profiles' [kernel] src)
+#   -k KERNEL_SRC    kernel tree, tarball or Debian version (7.3) for every profile (overrides the profiles' [kernel] src)
 #
 # Exit status: 0 when every profile exited as expected, else the first unexpected exit code
 # (1 growth, 2 usage, 3 guest kernel crash, 4 infrastructure). Summary in OUT/summary.md.

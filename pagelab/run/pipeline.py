@@ -217,6 +217,7 @@ class Outcome:
     found: list[pdiff.Suspect]
     exit_code: int
     over_threshold: bool = False  # a leak (or growth) grew more than --fail-on-growth (whatever else happened)
+    notes: dict[tuple[str, ...], list[str]] = field(default_factory=dict)  # under each suspect: source, allocinfo
 
 
 def _analyse(state: RunState, ui: UI) -> Outcome:
@@ -278,7 +279,25 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
     ]
     report["fail_on_growth"] = s.fail_on_growth
     report["out"] = str(state.out.path)
-    return Outcome(report, found, code, over)
+    notes = _source_lens(state, ui, report, found, snaps)
+    return Outcome(report, found, code, over, notes)
+
+
+def _source_lens(
+    state: RunState, ui: UI, report: dict[str, Any], found: list[pdiff.Suspect], snaps: list[Any]
+) -> dict[tuple[str, ...], list[str]]:
+    """Suspects gain source/subsystem (the build's debug info) and their allocinfo row (alloc-profiling)."""
+    from pagelab.source import report as src
+
+    build_dir = (state.build or {}).get("build_dir")
+    kos = [str(p) for p, _ in _uploads(state.settings) if p.suffix == ".ko"]  # test modules: found by src
+    with state.timed("analysis"):
+        lens = src.run_lens(build_dir, kos, ui)
+        stacks = [sp.frames for sp in found] + ([list(st.stack) for st in snaps[-1].stacks.values()] if snaps else [])
+        where = src.where_for(lens, stacks, ui)
+        alloc = src.sibling_allocinfo([str(t.path) for t in state.snapshots])
+        src.annotate_diff(report, where, alloc)
+    return src.suspect_notes(found[: state.settings.top], where, src.allocinfo_growth(alloc))
 
 
 def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
@@ -324,7 +343,7 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
     snaps = [t.snapshot for t in state.snapshots]
     if len(snaps) >= 2:
         if outcome.found:
-            render_suspects(ui, snaps, outcome.found, top=s.top)
+            render_suspects(ui, snaps, outcome.found, top=s.top, notes=outcome.notes)
         else:
             ui.print(Text("No stack grew from the baseline to the last snapshot."))
     if snaps:
