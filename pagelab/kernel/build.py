@@ -114,6 +114,7 @@ class BuildResult:
             "seconds": round(self.seconds, 3),
             "modules_dir": str(self.modules_dir) if self.modules_dir else None,
             "metadata": str(self.metadata),
+            "line_info": _line_info(self.vmlinux),
         }
 
 
@@ -193,6 +194,7 @@ def _plan(opts: BuildOptions, ui: UI) -> _Plan:
     fragment_digests = tuple(file_sha256(f) for f in fragments)
     wanted = kconfig.requested(fragments)  # parse now: a bad fragment fails before anything slow
     src = resolve_source(opts.kernel_src, ui)
+    kconfig.check_versions(fragments, src.version)  # e.g. alloc-profiling on 6.1: a usage error, nothing built
     make_vars = tuple(opts.make_vars)
     env_vars = tuple(f"{k}={os.environ[k]}" for k in KBUILD_ENV if os.environ.get(k))
     return _Plan(
@@ -488,6 +490,7 @@ def _build_entry(
     atomic_write(entry / "objects", str(objects))
     meta = _metadata(plan, entry, release, config_sha, make_cmd, build_seconds, objects, modules is not None)
     meta["bzimage_bytes"] = (obj / "arch" / "x86" / "boot" / "bzImage").stat().st_size
+    meta["line_info"] = _line_info(obj / "vmlinux")
     atomic_write(entry / "metadata.json", json.dumps(meta, indent=2) + "\n")
     result = _result_from(entry, cached=False, seconds=time.monotonic() - started)
     if result is None:
@@ -628,6 +631,16 @@ def _metadata(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reproduce": shlex.join(reproduce),
     }
+
+
+def _line_info(vmlinux: Path) -> bool:
+    """True when vmlinux carries DWARF line tables (``--fragment debuginfo``): frames resolve to file:line."""
+    from pagelab.source.elf import Elf, ElfError
+
+    try:
+        return Elf(vmlinux).has_line_info()
+    except ElfError:
+        return False
 
 
 def _default_origin() -> str:
