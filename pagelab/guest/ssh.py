@@ -84,7 +84,7 @@ def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
     start = m.packet.tell()
     if m.get_text() != "exit-signal":
         m.packet.seek(start)
-        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
+        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]  # private: no public hook
         return
     m.get_boolean()  # want_reply: false for exit-signal
     chan.exit_status = exit_status_of_signal(m.get_text())
@@ -179,6 +179,7 @@ class SSHSession:
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(15)
+            # attr-defined (twice): paramiko's private dispatch table; it has no public hook for channel requests.
             table = transport._channel_handler_table  # type: ignore[attr-defined]
             transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
             return client

@@ -435,6 +435,7 @@ def _compare(left: str, op: str, right: str) -> bool:
     ln, rn = num(left), num(right)
     a: int | str = ln if ln is not None and rn is not None else left
     b: int | str = rn if ln is not None and rn is not None else right
+    # operator: a and b are both ints or both strings (see above); mypy cannot relate the two.
     return {
         "=": a == b,
         "!=": a != b,

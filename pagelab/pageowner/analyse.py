@@ -352,7 +352,7 @@ class Snapshot:
                 if st is None:
                     st = stacks[key[0]] = StackStats(key[0])
                 st.pages += pages
-                st.records += n  # type: ignore[operator]
+                st.records += n  # type: ignore[operator]  # records is None only for show_stacks, not here
                 records += n
         else:
             rows = {}
@@ -414,7 +414,7 @@ class Snapshot:
             for row, (n, pages) in self.rows.items():
                 value = row[idx]
                 if key == "gfp":
-                    for flag in value or ("(none)",):  # type: ignore[union-attr]
+                    for flag in value or ("(none)",):  # type: ignore[union-attr]  # the gfp field is a tuple of flags
                         add(flag, n, pages)
                 else:
                     add("?" if value is None else str(value), n, pages)
@@ -585,7 +585,7 @@ class Filter:
         if self.key == "callsite":
             hit = any(v in str(value) for v in self.values)
         elif self.key == "gfp":
-            hit = any(v in value for v in self.values)  # type: ignore[operator]
+            hit = any(v in value for v in self.values)  # type: ignore[operator]  # gfp: a tuple of flags
         else:
             hit = ("?" if value is None else str(value)) in self.values
         return hit != self.negate

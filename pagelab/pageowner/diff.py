@@ -121,7 +121,7 @@ def diff(before: Snapshot, after: Snapshot) -> Diff:
     changes = []
     for key in b.keys() | a.keys():
         mb, ma = b.get(key), a.get(key)
-        rep = (ma or mb).stats  # type: ignore[union-attr]
+        rep = (ma or mb).stats  # type: ignore[union-attr]  # key comes from either map, so one is set
         c = Change(rep.stack, rep.callsite, rep.module, rep.cls, mb.pages if mb else 0, ma.pages if ma else 0)
         if tracked.available:
             h = tracked.histories.get(key)

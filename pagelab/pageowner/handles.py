@@ -187,6 +187,7 @@ class ResolvingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    # override: RawIOBase.readinto takes any writable buffer; io's BufferedReader only ever passes a memoryview.
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._out and not self._eof:
             data = self._inner.read(self._chunk)

@@ -51,6 +51,7 @@ class _DecompressErrors(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    # override: RawIOBase.readinto takes any writable buffer; io's BufferedReader only ever passes a memoryview.
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             data = self._inner.read(len(buffer))
@@ -96,6 +97,7 @@ class _ZstdReader(io.RawIOBase):
             data = self._dobj.unused_data if self._dobj.eof else b""
         return b"".join(parts)
 
+    # override: as above, io only passes a memoryview.
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._out and not self._done:
             data = self._raw.read(self._chunk)
@@ -134,7 +136,7 @@ def open_input(
     with _open_plain(path, buffer_size) as stream:
         raw = ResolvingReader(stream, Resolver(stacks))
         resolved = io.BufferedReader(raw, buffer_size)
-        resolved.resolver = raw.resolver  # type: ignore[attr-defined]
+        resolved.resolver = raw.resolver  # type: ignore[attr-defined]  # for callers that report resolution
         yield resolved
 
 
@@ -166,6 +168,7 @@ def _open_plain(path: str | os.PathLike[str], buffer_size: int) -> Iterator[Bina
             yield buffered
             return
         inner: BinaryIO
+        # assignment (four times): the decompressors are binary readers, but typeshed does not declare them BinaryIO.
         if fmt == "gzip":
             inner = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
         elif fmt == "xz":

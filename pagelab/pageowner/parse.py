@@ -604,6 +604,7 @@ def _iterate(
         yield from pending
         pending.clear()
 
+    # arg-type (three times): is_path (computed above) tells a path from a stream, which mypy cannot follow.
     if is_path:
         with open_input(path_or_stream, stacks=stacks) as stream:  # type: ignore[arg-type]
             yield from pump(stream)
@@ -636,6 +637,7 @@ def iter_records(
     stacks: Mapping[int, bytes] | None = None,
 ) -> Iterator[Record]:
     """The Records of a page_owner dump (``stacks`` as for iter_items). Raises InputError on bad input."""
+    # return-value: _iterate yields Records or StackCounts by ``kind``; for "dump" only Records.
     return _iterate(path_or_stream, name, "dump", stacks)  # type: ignore[return-value]
 
 
@@ -643,4 +645,5 @@ def iter_show_stacks(
     path_or_stream: str | os.PathLike[str] | BinaryIO, name: str | None = None
 ) -> Iterator[StackCount]:
     """The StackCounts of a show_stacks file. Raises InputError on bad input or a dump."""
+    # return-value: for "show_stacks" _iterate yields only StackCounts.
     return _iterate(path_or_stream, name, "show_stacks")  # type: ignore[return-value]

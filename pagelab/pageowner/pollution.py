@@ -269,7 +269,7 @@ def render_pollution(ui: UI, bm: BlockMap, *, top: int = 10) -> None:
     n = len(bm.culprits)
     t = table(ui, f"Fragmentation culprits: top {min(top, n)} of {n} stacks by pages in pageblocks of another type")
     for col, just in (("#", "right"), ("pages", "right"), ("blocks", "right")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t.add_column(col, justify=just)  # type: ignore[arg-type]  # rich wants a JustifyMethod literal; the tuple widens it to str
     t.add_column("direction")
     t.add_column("callsite")
     t.add_column("module")

@@ -307,7 +307,7 @@ class _Reader:
             previous = records.get(canon)
             records[canon] = count if previous is None else previous + count
             if local_ts is not None and previous is None:
-                self.first_ts[canon] = local_ts[key]  # type: ignore[index]
+                self.first_ts[canon] = local_ts[key]  # type: ignore[index]  # local_ts is keyed like merged
         self.lineno += lines
         self.stats.records += len(pieces)
         if self.max_distinct is not None and len(records) > self.max_distinct:

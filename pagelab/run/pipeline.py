@@ -323,6 +323,7 @@ def render_run(ui: UI, state: RunState, outcome: Outcome) -> None:
     if state.snapshots:
         st = table(ui, "Snapshots")
         for col, just in (("#", "right"), ("label", "left"), ("records", "right"), ("pages", "right")):
+            # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
             st.add_column(col, justify=just)  # type: ignore[arg-type]
         for col in ("MiB", "dump MiB", "seconds", "readers"):
             st.add_column(col, justify="right")

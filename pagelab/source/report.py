@@ -132,6 +132,7 @@ def report_allocinfo(path: str, ui: UI, *, top: int, json_out: str | None) -> in
     ui.print(head)
     t = table(ui, f"Top {min(top, len(rows))} callsites by live bytes")
     for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
+        # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
         t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     t.add_column("module")
     t.add_column("function", overflow="fold")
@@ -181,6 +182,7 @@ def render_growth(ui: UI, snaps: Sequence[ai.AllocInfo], *, top: int) -> None:
     labels = " → ".join(s.label for s in snaps)
     t = table(ui, f"allocinfo growth ({len(rows)} callsites grew: {labels})")
     for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
+        # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
         t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     t.add_column("module")
     t.add_column("function", overflow="fold")
