@@ -21,6 +21,7 @@ from typing import BinaryIO
 from pagelab.cache import content_key, file_lock, file_sha256, private_dir
 from pagelab.errors import BuildError, UsageError
 from pagelab.guest.keys import HOST_KEY_NAME, Keys, ensure_keys
+from pagelab.procs import step_failed
 from pagelab.resources import guest_dir
 from pagelab.ui import UI, default_ui
 
@@ -152,7 +153,7 @@ def library_closure(binary: Path) -> list[Path]:
     if proc.returncode != 0:
         if "not a dynamic executable" in text or "statically linked" in text:
             return []
-        raise BuildError(f"ldd {binary} failed: {text.strip()}")
+        raise step_failed(f"ldd {binary}", proc.returncode, output=text)
     return [Path(p) for p in parse_ldd(proc.stdout)]
 
 
@@ -199,7 +200,7 @@ def _etc_files(keys: Keys) -> dict[str, Entry]:
 def _busybox_applets(busybox: Path) -> list[str]:
     proc = subprocess.run([str(busybox), "--list"], capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise BuildError(f"{busybox} --list failed: is it busybox-static?")
+        raise step_failed(f"{busybox} --list", proc.returncode, output=proc.stderr, hint="is it busybox-static?")
     return sorted({a for a in proc.stdout.split() if a and "/" not in a and a != "busybox"})
 
 

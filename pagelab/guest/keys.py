@@ -21,6 +21,7 @@ from paramiko.pkey import UnknownKeyType
 
 from pagelab.cache import atomic_write, file_lock, private_dir
 from pagelab.errors import InfraError
+from pagelab.procs import step_failed
 
 HOST_KEY_NAME = "dropbear_ed25519_host_key"
 CLIENT_KEY_NAME = "client_ed25519"
@@ -103,7 +104,7 @@ def _generate_host_key(path: Path) -> None:
     tmp.unlink(missing_ok=True)
     proc = subprocess.run([tool, "-t", "ed25519", "-f", str(tmp)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise InfraError(f"dropbearkey failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise step_failed("dropbearkey", proc.returncode, output=proc.stderr or proc.stdout)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 
