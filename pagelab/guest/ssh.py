@@ -233,7 +233,7 @@ class SSHSession:
                 raise InfraError("SSH connection to the guest was lost")
             try:
                 chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET, timeout=10.0)
-            except paramiko.SSHException as err:
+            except (paramiko.SSHException, OSError, EOFError) as err:  # a reset when QEMU has just died
                 self.check()
                 raise InfraError(f"SSH channel to the guest failed: {err}") from None
             try:
@@ -242,6 +242,22 @@ class SSHSession:
                 chan.close()
         finally:
             self._release(client)
+
+    def _status(self, chan: paramiko.Channel, command: str) -> int:
+        """The command's exit status. Raises InfraError (or what ``check`` raises) if none came.
+
+        paramiko closes a channel whose connection died (QEMU killed) with status -1: the command did
+        not finish, so it must not pass for one that exited.
+        """
+        status = chan.recv_exit_status()
+        if status < 0:
+            # The connection usually drops a moment before QEMU is seen gone: let check() say why.
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                self.check()
+                time.sleep(0.1)
+            raise InfraError(f"SSH channel closed without an exit status: {command}")
+        return status
 
     def _exec(self, chan: paramiko.Channel, command: str) -> None:
         try:
@@ -339,7 +355,7 @@ class SSHSession:
                                     + b"".join(early_stderr).decode(errors="replace").strip()[-300:]
                                 )
                             if data_eof:
-                                return chan.recv_exit_status()
+                                return self._status(chan, command)
                         if deadline is not None and time.monotonic() > deadline:
                             raise CommandTimeout(command, timeout or 0.0)
                         self.check()
@@ -389,7 +405,7 @@ class SSHSession:
                 got = True
             drained = not chan.recv_ready() and not chan.recv_stderr_ready()
             if chan.exit_status_ready() and drained and (chan.eof_received or chan.closed):
-                return chan.recv_exit_status()
+                return self._status(chan, command)
             if got:
                 continue
             if chan.closed and not chan.exit_status_ready():
