@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="ranked owner report of a dump or show_stacks file")
     p.add_argument("input", metavar="INPUT", help="dump or show_stacks file; '-' for stdin; .gz/.xz/.zst")
     p.add_argument("--top", metavar="N", type=int, default=10, help="stacks shown (default 10)")
-    p.add_argument("--by", metavar="KEY", action="append", default=[], help="group-by view (repeatable; pollution)")
+    p.add_argument(
+        "--by", metavar="KEY", action="append", default=[], help="group-by view (repeatable; pollution, age)"
+    )
+    p.add_argument(
+        "--older-than", metavar="DURATION", help="only allocations at least this old, e.g. 30s, 5m (dumps with ts)"
+    )
     p.add_argument("--filter", metavar="EXPR", action="append", default=[], help="e.g. comm=bash, gfp=__GFP_COMP")
     p.add_argument("--json", metavar="FILE|-", help="write report JSON")
     p.add_argument("--csv", metavar="FILE", help="write per-stack CSV")
@@ -154,6 +159,7 @@ def _cmd_report(args: argparse.Namespace, ui: UI) -> int:
         html=args.html,
         stacks=args.stacks,
         build=args.build,
+        older_than=args.older_than,
     )
     return report(opts, ui)
 

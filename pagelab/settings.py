@@ -266,7 +266,7 @@ class Settings:
     )  # fmt: skip
     fail_on_growth: int | None = _setting(
         None, "--fail-on-growth", stage="run", table="thresholds", metavar="PAGES", check=_at_least(0), example=500,
-        help="exit 1 if top suspect grows more",
+        help="exit 1 if a suspect with verdict leak (or growth, without identities) grew more; caches never fail",
     )  # fmt: skip
     top: int = _setting(
         10, "--top", stage="run", metavar="N", check=_at_least(1), example=25,

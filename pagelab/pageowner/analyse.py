@@ -379,10 +379,12 @@ class Snapshot:
         return sorted(self.stacks.values(), key=lambda s: (-s.pages, s.callsite, s.stack))
 
     def available_keys(self) -> tuple[str, ...]:
-        """Group-by keys this input supports (show_stacks has no per-record fields; age needs PFN and ts)."""
-        if self.kind != "dump":
-            return STACK_KEYS
-        return (*GROUP_KEYS, "age") if self.allocs is not None else GROUP_KEYS
+        """Group-by keys this input supports (show_stacks has no per-record fields)."""
+        return GROUP_KEYS if self.kind == "dump" else STACK_KEYS
+
+    def has_view(self, key: str) -> bool:
+        """Whether ``group(key)`` works here: ``age`` (asked for by name only) needs PFN and ts."""
+        return self.allocs is not None if key == "age" else key in self.available_keys()
 
     def group(self, key: str) -> list[Group]:
         """A group-by view, largest first. ``gfp`` counts a record once per flag it carries.

@@ -30,6 +30,7 @@ class ReportOptions:
     html: str | None = None
     stacks: str | None = None  # a show_stacks_handles file resolving a handle-mode input (handles.py)
     build: str | None = None  # kernel build dir: source lines and MAINTAINERS sections (pagelab/source/)
+    older_than: str | None = None  # a duration: only allocations at least that old (analyse.parse_duration)
 
 
 @dataclass
@@ -67,14 +68,17 @@ def report(opts: ReportOptions, ui: UI) -> int:
     if by_pollution and opts.input == "-":
         raise UsageError("--by pollution: needs INPUT as a file (it reads the dump a second time), not stdin")
     views = analyse.parse_views(by)
+    min_age = analyse.parse_duration(opts.older_than) if opts.older_than is not None else None
     for expr in opts.filters:
         analyse.parse_filter(expr)  # usage errors before reading a large input
     with ui.progress(f"reading {opts.input}"):
         snap = analyse.load_snapshot(opts.input, stacks=handles.load_stacks(opts.stacks) if opts.stacks else None)
     for warning in snap.warnings:
         ui.warn(warning)
+    if min_age is not None:
+        snap = snap.older_than(min_age)
     snap = snap.filtered(opts.filters)
-    missing = [k for k in views if k not in snap.available_keys()]
+    missing = [k for k in views if not snap.has_view(k)]
     if missing:
         ui.warn(f"--by {', '.join(missing)}: unavailable for show_stacks input (no per-record fields)")
     where = src.where_for(lens, (st.stack for st in snap.stacks.values()), ui)

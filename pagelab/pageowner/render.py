@@ -102,7 +102,7 @@ def render_report(
         _print_stack(ui, i, st, (notes or {}).get(st.stack, ()))
 
     for key in views or DEFAULT_VIEWS:
-        if key not in snap.available_keys():
+        if not snap.has_view(key):
             continue
         groups = snap.group(key)
         g = table(ui, f"By {key} ({len(groups)} values)")

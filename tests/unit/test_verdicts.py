@@ -293,3 +293,32 @@ def test_slab_and_kvmalloc_pages_are_attributed_past_the_allocator(allocator: st
 def test_sheaf_percpu_and_page_pool_frames_are_allocator_internals(frames: tuple[str, ...]) -> None:
     stack = ("get_page_from_freelist+0x1/0x2", "alloc_slab_page+0x1/0x2", *frames, "owner_fn+0x10/0x40 [mod]")
     assert callsite(stack) == "owner_fn"
+
+
+def test_report_older_than_and_by_age_on_a_real_dump(tmp_path: Path, capsys) -> None:
+    from pagelab.cli import main
+
+    dump_path = FIXTURES / "report_po612.txt.xz"
+    snap = load_snapshot(dump_path)
+    now = snap.allocs.newest_ts
+    # A guest dumped 3 s after boot: the boot-time pages are more than 1 s old, the latest are not.
+    allocs = zip(snap.allocs.pfn_order, snap.allocs.ts, strict=True)
+    expected = sum(1 << (po & 63) for po, ts in allocs if now - ts >= S)
+    assert 0 < expected < snap.total_pages
+    out = tmp_path / "old.json"
+    assert main(["report", str(dump_path), "--older-than", "1s", "--by", "age", "--json", str(out)]) == 0
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["total_pages"] == expected
+    assert "By age" in capsys.readouterr().out
+    assert main(["report", str(dump_path), "--older-than", "soon"]) == 2
+    assert "--older-than 'soon'" in capsys.readouterr().err
+
+
+def test_guest_clock_is_read_from_the_kmsg_marker_or_uptime():
+    from pagelab.collect.collector import parse_clock
+
+    assert parse_clock("<7>[   12.345678] pagelab-clock\n13.01 20.00\n") == 12_345_678_000
+    assert parse_clock("13.01 20.00\n") == 13_010_000_000  # no marker: /proc/uptime
+    assert parse_clock("") is None
