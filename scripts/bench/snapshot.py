@@ -3,12 +3,15 @@
 
 The baseline is OpenSSH's `ssh guest cat /sys/kernel/debug/page_owner > file`.
 
-    .venv/bin/python scripts/bench/snapshot.py [--kernel BZIMAGE] [--memory 3G] [--cpus 2] [--fill-mib 1536]
+    .venv/bin/python scripts/bench/snapshot.py [--kernel BZIMAGE | --kernel-src 7.3] [--memory 3G] [--cpus 2]
+        [--fill-mib 1536] [--mode stack --mode handle]
 
 Boots the default kernel (built and cached if needed), fills a tmpfs with --fill-mib MiB so that
 page_owner has hundreds of thousands of records, then alternates: `cat /sys/kernel/debug/page_owner`
 over SSH into a host file (the baseline), and Collector.take (parallel PFN ranges, merged in order,
-compressed and parsed on the fly). Prints a markdown table.
+compressed and parsed on the fly), once per --mode: ``stack`` reads page_owner as the kernel formats it
+by default, ``handle`` (7.x) reads handles and puts the stacks back on the host from
+show_stacks_handles (pagelab/pageowner/handles.py). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pagelab.ui import UI
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", help="bzImage (default: pagelab's default build)")
+    ap.add_argument("--kernel-src", help="build this source (a path or a Debian version: 7.3) instead of the default")
+    ap.add_argument("--mode", action="append", choices=["auto", "stack", "handle"], help="collector read modes")
     ap.add_argument("--memory", default="3G")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--accel", default="auto")
@@ -46,7 +51,7 @@ def main() -> int:
     else:
         from pagelab.kernel.build import BuildOptions, build_kernel
 
-        kernel = build_kernel(BuildOptions(), ui)
+        kernel = build_kernel(BuildOptions(kernel_src=args.kernel_src), ui)
     extra = wl.guest_files()
     extra[READER_GUEST_PATH] = build_reader(ui=ui)
     image = build_image(None, extra, ui)
@@ -77,13 +82,15 @@ def main() -> int:
             cat_s = time.perf_counter() - t0
             rows.append(("`ssh guest cat …/page_owner > file` (OpenSSH)", raw.stat().st_size, None, cat_s))
             raw.unlink()
-            for readers in args.readers or [None]:
-                ui.step(f"round {r + 1}: pagelab collector")
-                with Collector(guest, Path(tmp) / f"snap-{r}-{readers}", ui, readers=readers) as collector:
+            for readers, mode in [(n, m) for n in args.readers or [None] for m in args.mode or ["auto"]]:
+                ui.step(f"round {r + 1}: pagelab collector ({mode} mode)")
+                out = Path(tmp) / f"snap-{r}-{readers}-{mode}"
+                with Collector(guest, out, ui, readers=readers, read_mode=mode) as collector:
                     taken = collector.take("bench")
                 rows.append(
                     (
-                        f"pagelab collect ({taken.readers} readers, {taken.ranges} ranges, zstd + parse)",
+                        f"pagelab collect, {taken.read_mode} mode ({taken.readers} readers, {taken.ranges} ranges, "
+                        "zstd + parse)",
                         taken.bytes,
                         taken.snapshot.records,
                         taken.seconds,

@@ -219,6 +219,17 @@ def test_po_read_usage_errors_exit_2(po_read: Path) -> None:
     assert missing.returncode == 1 and "/nonexistent" in missing.stderr
 
 
+def test_po_read_mode_on_a_file_that_takes_none_exits_3_and_writes_nothing(po_read: Path, tmp_path: Path) -> None:
+    # Exit 3 is how the collector's probe learns that a kernel has no mode=handle (6.x page_owner is 0400
+    # and has no write); a regular file stands in for such a file and must come through unchanged.
+    dump = tmp_path / "dump"
+    dump.write_bytes(_dump([1, 5], True))
+    proc = subprocess.run([str(po_read), "-f", str(dump), "-m", "handle", "0"], capture_output=True, text=True)
+    assert proc.returncode == 3 and "mode=handle" in proc.stderr and proc.stdout == ""
+    assert dump.read_bytes() == _dump([1, 5], True)
+    assert reader_command(7, 9, mode="handle") == "/usr/bin/po-read -m handle 7 9"
+
+
 def test_the_analysis_process_writes_the_raw_file_and_parses_it(tmp_path: Path, fixtures: Path) -> None:
     data = lzma.decompress((fixtures / "report_po612.txt.xz").read_bytes())
     worker = AnalysisWorker()
