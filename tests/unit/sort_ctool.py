@@ -1,4 +1,4 @@
-"""The kernel's page_owner_sort (6.12), built from Debian's linux-source tarball, for the sort tests.
+"""The kernel's page_owner_sort (6.12 and 7.3), built from Debian's linux-source tarballs, for the sort tests.
 
 Two binaries, cached under the pagelab cache keyed by the tarball and the compiler:
 ``page_owner_sort`` exactly as in the tree, and ``page_owner_sort_sortfix`` with 6.12's ``--sort`` bug
@@ -18,6 +18,7 @@ from pagelab.cache import cache_dir, content_key, file_lock
 from pagelab.procs import tool_version
 
 TARBALL = Path(os.environ.get("PAGELAB_LINUX_612_TARBALL", "/usr/src/linux-source-6.12.tar.xz"))
+VERSIONS = ("6.12", "7.3")  # pagelab sort --compat values
 MEMBER = "*/tools/mm/page_owner_sort.c"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]  # tools/mm/Makefile's flags, optimised
 # 6.12 always overwrites the --sort keys with the single comparator of its compare_flag switch;
@@ -35,20 +36,40 @@ def _compiler_version() -> str:
     return version
 
 
-def build_c_tools() -> tuple[Path, Path]:
-    """(stock, sortfix) page_owner_sort binaries. Raises FileNotFoundError without the tarball."""
-    if not TARBALL.exists():
-        raise FileNotFoundError(f"{TARBALL} not found (scripts/setup-host.sh installs linux-source-6.12)")
-    st = TARBALL.stat()
-    key = content_key([str(TARBALL), str(st.st_size), str(st.st_mtime_ns), _compiler_version(), *CFLAGS])
+def _tarball(version: str) -> Path:
+    if version == "6.12":
+        return TARBALL
+    # 7.3: where scripts/get-kernel-source.sh puts it (pagelab/kernel/source.py finds it the same way).
+    from pagelab.errors import InputError
+    from pagelab.kernel.source import debian_tarball
+
+    try:
+        return debian_tarball(version)
+    except InputError as err:
+        raise FileNotFoundError(str(err)) from None
+
+
+def compat_of(tool: Path) -> str:
+    """The kernel version a binary from build_c_tools was built from (for pagelab sort --compat)."""
+    return (tool.parent / "VERSION").read_text().strip()
+
+
+def build_c_tools(version: str = "6.12") -> tuple[Path, Path]:
+    """(stock, sortfix) page_owner_sort binaries of ``version``. Raises FileNotFoundError without the tarball."""
+    tarball = _tarball(version)
+    if not tarball.exists():
+        raise FileNotFoundError(f"{tarball} not found (scripts/setup-host.sh installs linux-source-6.12)")
+    st = tarball.stat()
+    key = content_key([str(tarball), str(st.st_size), str(st.st_mtime_ns), _compiler_version(), *CFLAGS])
     out = cache_dir("sort-ctool", key)
     stock, fixed = out / "page_owner_sort", out / "page_owner_sort_sortfix"
     with file_lock(out / ".lock"):
         if stock.exists() and fixed.exists():
+            (out / "VERSION").write_text(version + "\n")
             return stock, fixed
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run(
-                ["tar", "-xJf", str(TARBALL), "-C", tmp, "--wildcards", "--occurrence=1", MEMBER],
+                ["tar", "-xJf", str(tarball), "-C", tmp, "--wildcards", "--occurrence=1", MEMBER],
                 check=True,
                 capture_output=True,
             )
@@ -63,6 +84,7 @@ def build_c_tools() -> tuple[Path, Path]:
                 tmp_bin = binary.with_suffix(".tmp")
                 subprocess.run(["gcc", *CFLAGS, "-o", str(tmp_bin), str(c_file)], check=True, capture_output=True)
                 os.replace(tmp_bin, binary)
+        (out / "VERSION").write_text(version + "\n")
     return stock, fixed
 
 

@@ -368,3 +368,34 @@ def test_a_big_generated_dump_matches_in_two_processes(c_tool, tmp_path, capsys)
         assert "debug: two processes" in capsys.readouterr().err
         assert run_c(c_tool, [*args, str(dump), str(theirs)], tmp_path).returncode == 0
         assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_compat_and_stacks_options_keep_the_c_tools_abbreviations() -> None:
+    from pagelab.errors import UsageError
+    from pagelab.pageowner.sortopts import parse_argv
+
+    assert parse_argv(["a", "b"]).compat == "7.3"  # the newest by default
+    opts = parse_argv(["--co", "6.12", "--st=s.txt", "--c", "st", "--s", "p", "a", "b"])
+    assert (opts.compat, opts.stacks, opts.cull, opts.sort_keys) == ("6.12", "s.txt", {"stacktrace"}, (("pid", 1),))
+    with pytest.raises(UsageError, match=r"--compat expects one of 6\.12, 7\.3, got .7\.4."):
+        parse_argv(["--compat", "7.4", "a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("field", "compat", "expect"),
+    [
+        ("pid 0000000000000000000000001,", "6.12", "PID 1"),  # 25 digits: 6.12 takes the number
+        ("pid 0000000000000000000000001,", "7.3", "PID -1"),  # 7.3's search_pattern refuses it
+        ("pid 000000000000000000000001,", "7.3", "PID 1"),  # 24 digits fit FIELD_BUFF
+    ],
+)
+def test_long_fields_read_as_each_c_version_reads_them(tmp_path: Path, field: str, compat: str, expect: str) -> None:
+    from pagelab import cli
+
+    dump = tmp_path / "d.txt"
+    dump.write_text(
+        f"Page allocated via order 0, mask 0x0(), {field} tgid 1 (sh), ts 5 ns\n"
+        "PFN 0x1 type Unmovable Block 0 type Unmovable Flags 0x0()\n a+0x1/0x2\n\n"
+    )
+    assert cli.main(["sort", "--compat", compat, "--cull", "p", str(dump), str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o").read_text().startswith(f"1 times, 1 pages, {expect}\n")
