@@ -6,7 +6,7 @@ A profile has up to four tables; every key but ``description`` is a setting of `
     description = "what this profile hunts"
     [kernel]      src, base, fragments, jobs
     [guest]       kernel, accel, memory, cpus, append, upload, timeout, keep
-    [run]         workloads, iterations, settle, drop_caches, top, readers
+    [run]         workloads, iterations, settle, drop_caches, top, readers, workload_timeout
     [thresholds]  fail_on_growth
 
 Relative paths in a profile are relative to the profile file. A flag given on the command line
