@@ -98,7 +98,7 @@ def test_a_quick_run_prints_json_on_stdout_and_keeps_every_artifact(tmp_path: Pa
     _validate("build", meta["kernel"])
     _validate("metadata", json.loads(Path(meta["kernel"]["metadata"]).read_text()))
     build = subprocess.run(
-        [sys.executable, "-m", "pagelab", "build", "--json", "-"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "pagelab", "build", "--json"], capture_output=True, text=True, check=True
     )
     _validate("build", json.loads(build.stdout))
 
