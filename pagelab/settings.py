@@ -34,9 +34,10 @@ from pagelab.run.workloads import DEFAULT_WORKLOADS
 
 Stage = Literal["build", "guest", "run"]
 #: How a value is interpreted beyond its type. ``path``: a host path (relative to the profile file in a
-#: profile); ``base``: tinyconfig, defconfig or a path; ``fragment``: a shipped fragment name or a path
-#: (``pagelab/kernel/fragments.py``); ``upload``: ``SRC:DST`` with SRC a host path.
-Kind = Literal["value", "path", "base", "fragment", "upload"]
+#: profile); ``source``: a path or, when no such path exists, a version name (``--kernel-src 7.3``,
+#: pagelab/kernel/source.py); ``base``: tinyconfig, defconfig or a path; ``fragment``: a shipped fragment
+#: name or a path (``pagelab/kernel/fragments.py``); ``upload``: ``SRC:DST`` with SRC a host path.
+Kind = Literal["value", "path", "source", "base", "fragment", "upload"]
 
 #: Guest defaults, also used by ``GuestOptions`` and ``QemuConfig`` when built without settings.
 DEFAULT_MEMORY = "1G"
@@ -196,8 +197,8 @@ class Settings:
 
     # kernel build: pagelab/kernel/build.py
     kernel_src: str | None = _setting(
-        None, "--kernel-src", stage="build", key="src", metavar="PATH", kind="path", example="linux",
-        help="kernel tree or tarball (default: Debian linux-source-6.12)",
+        None, "--kernel-src", stage="build", key="src", metavar="PATH|X.Y", kind="source", example="linux",
+        help="kernel tree, tarball or Debian linux-source version X.Y (default: linux-source-6.12)",
     )  # fmt: skip
     base: str | None = _setting(
         None, "--base", stage="build", metavar="tinyconfig|defconfig|FILE", kind="base", example="defconfig",
@@ -363,6 +364,9 @@ def normalise(setting: Setting, value: str, base_dir: Path | None = None) -> str
     """
     if setting.kind == "path":
         return _absolute(value, base_dir)
+    if setting.kind == "source":
+        exists = ((base_dir or Path.cwd()) / Path(value).expanduser()).exists()
+        return _absolute(value, base_dir) if exists or "/" in value else value
     if setting.kind == "base":
         return value if value in BASES else _absolute(value, base_dir)
     if setting.kind == "fragment":

@@ -50,7 +50,7 @@ def _toml(value: Any) -> str:
 def _files_for(setting: Setting, example: Any, where: Path) -> None:
     """Create the host files an example names (an upload's source, a fragment file, a kernel path)."""
     for item in example if setting.repeatable else [example]:
-        if setting.kind in ("path", "upload") or (setting.kind == "fragment" and item.endswith(".config")):
+        if setting.kind in ("path", "source", "upload") or (setting.kind == "fragment" and item.endswith(".config")):
             (where / item.partition(":")[0]).write_text("x\n")
 
 
@@ -165,6 +165,14 @@ def test_a_memory_size_in_a_profile_may_be_a_number_of_mib(tmp_path: Path) -> No
     prof = tmp_path / "p.toml"
     prof.write_text("[guest]\nmemory = 2048\n")
     assert load_profile(prof)["memory"] == "2048"
+
+
+def test_a_kernel_source_version_stays_a_name_unless_such_a_path_exists(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _settings("--kernel-src", "7.3").kernel_src == "7.3"
+    assert load_profile(_profile(tmp_path, {"kernel_src": "7.3"}))["kernel_src"] == "7.3"
+    (tmp_path / "7.3").mkdir()
+    assert _settings("--kernel-src", "7.3").kernel_src == str(tmp_path / "7.3")
 
 
 # -- uploads: one parser for boot, run and profiles ----------------------------------------------------------
