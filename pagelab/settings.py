@@ -120,12 +120,10 @@ def _upload(spec: str) -> None:
 
 
 def _fragment(value: str) -> None:
-    from pagelab.kernel.fragments import resolve
+    from pagelab.kernel.fragments import is_file_spec, shipped
 
-    try:
-        resolve(value)
-    except UsageError as err:
-        raise ValueError(str(err)) from None
+    if not is_file_spec(value) and value not in shipped():
+        raise ValueError(f"no such file and no shipped fragment of that name (known: {', '.join(shipped())})")
 
 
 def _workloads(value: list[str]) -> None:
@@ -417,11 +415,11 @@ def given(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, s.name, None)
         if value is None or value is False:
             continue
+        check(s.name, value)  # as given: relative paths are relative to the working directory
         if s.repeatable:
             value = [normalise(s, v) for v in value]
         elif isinstance(value, str):
             value = normalise(s, value)
-        check(s.name, value)
         out[s.name] = value
     return out
 

@@ -201,7 +201,7 @@ def test_a_fragment_name_is_a_shipped_extra_and_a_path_is_a_file(tmp_path: Path,
 def test_an_unknown_fragment_name_is_a_one_line_usage_error_listing_the_names(capsys) -> None:
     assert main(["build", "--fragment", "no-such-extra"]) == 2
     err = capsys.readouterr().err
-    assert "--fragment no-such-extra" in err and "memcg" in err and "thp" in err
+    assert "--fragment 'no-such-extra'" in err and "memcg" in err and "thp" in err
     assert len(err.strip().splitlines()) == 1
 
 
