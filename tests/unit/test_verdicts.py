@@ -340,3 +340,22 @@ def test_benchmark_runs_keep_identities_like_one_boot(tmp_path: Path) -> None:
     kept = sum(h.cohorts[0][1] for h in t.histories.values())
     assert abs(kept / snaps[0].total_pages - 0.9) < 0.05  # pages, not records: orders differ a little
     assert max(snaps[1].allocs.ts) > max(snaps[0].allocs.ts)  # the clock only moves forward
+
+
+def test_real_guest_leaks_and_cache_from_the_leaky_module():
+    """Four snapshots of a 6.12 guest running leaky-slab 2048, leaky-vmalloc 256 and leaky-cache 512 (their
+    records and the first 400 of each dump, tests/e2e/test_verdicts_e2e.py's run)."""
+    snaps = [load_snapshot(p) for p in sorted(FIXTURES.glob("verdicts_leaky612_*.txt.xz"))]
+    found = {s.callsite: s for s in suspects(snaps)}
+    slab, vm, cache = found["leaky_slab_leak"], found["leaky_vmalloc_leak"], found["leaky_cache_refill"]
+    # Attribution through kmalloc (__kmalloc_cache_noprof, ___slab_alloc, new_slab) and vmalloc
+    # (__vmalloc_node_noprof, __vmalloc_node_range_noprof, alloc_pages_bulk_noprof) to the module's functions.
+    assert slab.cls == "slab" and vm.cls == "vmalloc" and slab.module == vm.module == cache.module == "leaky"
+    assert (slab.per_snapshot, vm.per_snapshot, cache.per_snapshot) == (
+        [0, 508, 1016, 1528],
+        [0, 256, 512, 768],
+        [0, 512, 512, 512],
+    )
+    assert (slab.verdict, vm.verdict, cache.verdict) == ("leak", "leak", "cache")
+    assert [c["alive"] for c in cache.cohorts()] == [[512, 0, 0], [512, 0], [512]]
+    assert slab.history.freed == vm.history.freed == 0
