@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pagelab.cache import atomic_write, cache_dir, file_lock
 from pagelab.errors import InfraError, InputError
@@ -221,19 +222,22 @@ class Symbolizer:
 
     def _resolve_binary(self, binary: Binary, frames: Mapping[str, Frame]) -> dict[str, Resolved | None]:
         cache = self._cache_path(binary)
+        # The cache file holds raw JSON rows; only the frames asked for become Resolved objects (a
+        # build's cache can hold every function of vmlinux: decoding all of it would cost more than the
+        # lookup saves).
         known = _load(cache) if cache else {}
         todo = {k: f for k, f in frames.items() if k not in known}
         self.stats.cached += len(frames) - len(todo)
         if todo:
-            fresh = self._addr2line(binary, todo)
+            fresh = {k: None if v is None else v.to_json() for k, v in self._addr2line(binary, todo).items()}
             self.stats.looked_up += len(todo)
             if cache:
                 with file_lock(cache.with_suffix(".lock")):
                     merged = _load(cache)
                     merged.update(fresh)
-                    atomic_write(cache, json.dumps(_dump(merged), separators=(",", ":")))
+                    atomic_write(cache, json.dumps(merged, separators=(",", ":")))
             known.update(fresh)
-        return {k: known.get(k) for k in frames}
+        return {k: None if (v := known.get(k)) is None else Resolved.from_json(v) for k in frames}
 
     def _cache_path(self, binary: Binary) -> Path | None:
         if binary.build_id is None:
@@ -326,16 +330,13 @@ def _source_tree(build_dir: Path) -> Path | None:
         return None
 
 
-def _load(path: Path) -> dict[str, Resolved | None]:
+def _load(path: Path) -> dict[str, Any]:
+    """A symbol cache file as raw JSON rows (``Resolved.to_json`` or null), empty when missing or damaged."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: None if v is None else Resolved.from_json(v) for k, v in data.items()}
-
-
-def _dump(entries: Mapping[str, Resolved | None]) -> dict[str, object]:
-    return {k: None if v is None else v.to_json() for k, v in entries.items()}
+    return data if isinstance(data, dict) else {}
 
 
 HOW_TO_GET_LINES = "rebuild with `--fragment debuginfo` for file:line and MAINTAINERS sections"
