@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _source_copy(dest: Path) -> Path:
     """The checkout's files as they are now (tracked and new, not ignored), without .git, build/ or .venv."""
+    if not (ROOT / ".git").exists():  # an exported tree: take everything but the usual build debris
+        junk = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "runs")
+        shutil.copytree(ROOT, dest, symlinks=True, ignore=junk)
+        return dest
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
