@@ -359,3 +359,16 @@ def test_real_guest_leaks_and_cache_from_the_leaky_module():
     assert (slab.verdict, vm.verdict, cache.verdict) == ("leak", "leak", "cache")
     assert [c["alive"] for c in cache.cohorts()] == [[512, 0, 0], [512, 0], [512]]
     assert slab.history.freed == vm.history.freed == 0
+
+
+def test_terminal_report_has_a_verdict_column_and_cohort_lines():
+    from pagelab.pageowner.render import as_text, render_diff, render_suspects
+
+    snaps = run(3, leak=64, cache=512)
+    text = as_text(lambda ui: render_suspects(ui, snaps, suspects(snaps)))
+    assert " verdict " in text.splitlines()[1]  # the column header
+    assert "leaky_cache_refill  +512 pages  cache" in text
+    assert "born in iter1: 512 → 0 → 0 alive" in text and "born in iter1: 64 → 64 → 64 alive" in text
+    assert "turnover 100%" in text
+    d = as_text(lambda ui: render_diff(ui, diff(snaps[0], snaps[-1])))
+    assert "kept" in d and "turnover" in d and "allocations followed: 100 pages of before survive" in d
