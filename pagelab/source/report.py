@@ -47,8 +47,11 @@ def note_lines(where: Where, row: ai.Growth | None = None) -> list[str]:
     out = []
     if where.source:
         out.append(f"at {where.source}" + (f"  · {where.subsystem}" if where.subsystem else ""))
-        for ln in where.chain[:-1]:
-            out.append(f"   inlined {ln.function} at {ln}")
+        inlined = list(reversed(where.chain[:-1]))  # from the callsite function inwards
+        if inlined:
+            steps = " → ".join(f"{ln.function} ({ln})" for ln in inlined[:3])
+            more = f" → {len(inlined) - 3} more" if len(inlined) > 3 else ""
+            out.append(f"   inlined: {steps}{more}")
     if row is not None:
         out.append(
             f"allocinfo {row.site.location}"
