@@ -74,8 +74,11 @@ class AllocInfo:
 
 
 def is_allocinfo(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` (possibly compressed) starts with the allocinfo header. Never for stdin."""
-    if str(path) == "-":
+    """True when ``path`` (possibly compressed) starts with the allocinfo header.
+
+    Only regular files are sniffed: reading the head of stdin or a pipe (``<(zcat …)``) would eat it.
+    """
+    if str(path) == "-" or not os.path.isfile(path):
         return False
     try:
         with open_input(path) as stream:
