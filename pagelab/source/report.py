@@ -67,9 +67,10 @@ def notes_for(where: Mapping[tuple[str, ...], Where]) -> Notes:
 
 def split_views(by: Sequence[str]) -> tuple[list[str], list[str]]:
     """``--by`` values as (the analyser's, ``file``/``subsystem``)."""
-    theirs, ours = [], []
+    theirs: list[str] = []
+    ours: list[str] = []
     for raw in by:
-        keep = []
+        keep: list[str] = []
         for k in raw.split(","):
             (ours if k.strip().lower() in SOURCE_KEYS else keep).append(k.strip().lower() if k.strip() else k)
         if any(k.strip() for k in keep):
@@ -130,7 +131,7 @@ def report_allocinfo(path: str, ui: UI, *, top: int, json_out: str | None) -> in
     """``pagelab report FILE.allocinfo``: callsites by live bytes."""
     info = ai.load(path)
     rows = info.ranked()
-    head = Text(f"{info.source}", style=None if ui.plain else "bold")
+    head = Text(f"{info.source}", style="" if ui.plain else "bold")
     head.append(f"  (allocinfo {info.version})\n{len(rows):,} callsites, {info.total_bytes:,} bytes live")
     ui.print(head)
     t = table(ui, f"Top {min(top, len(rows))} callsites by live bytes")
