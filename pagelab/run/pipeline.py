@@ -292,10 +292,16 @@ def _source_lens(
     build_dir = (state.build or {}).get("build_dir")
     kos = [str(p) for p, _ in _uploads(state.settings) if p.suffix == ".ko"]  # test modules: found by src
     with state.timed("analysis"):
-        lens = src.run_lens(build_dir, kos, ui)
-        stacks = [sp.frames for sp in found] + ([list(st.stack) for st in snaps[-1].stacks.values()] if snaps else [])
-        where = src.where_for(lens, stacks, ui)
-        alloc = src.sibling_allocinfo([str(t.path) for t in state.snapshots])
+        try:
+            lens = src.run_lens(build_dir, kos, ui)
+            stacks = [sp.frames for sp in found]
+            stacks += [st.stack for st in snaps[-1].stacks.values()] if snaps else []
+            where = src.where_for(lens, stacks, ui)
+            alloc = src.sibling_allocinfo([str(t.path) for t in state.snapshots])
+        except PagelabError as err:
+            # Every exit path writes report.json: a broken .ko or allocinfo file costs its fields, not the report.
+            ui.warn(f"source lines and allocinfo unavailable: {err}")
+            where, alloc = {}, None
         src.annotate_diff(report, where, alloc)
     return src.suspect_notes(found[: state.settings.top], where, src.allocinfo_growth(alloc))
 
