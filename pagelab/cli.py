@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pagelab import __version__, settings
 from pagelab.errors import PagelabError, UsageError
@@ -18,7 +19,7 @@ from pagelab.ui import UI
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (exit 2, one line) instead of printing usage and exiting."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sort", help="drop-in for the kernel's tools/mm/page_owner_sort", add_help=False)
     p.add_argument("sort_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sort)
-    p.parse_known_args = lambda args=None, namespace=None: (  # type: ignore[method-assign]
+    # method-assign, assignment: replacing the bound (overloaded) method is the point, see above.
+    p.parse_known_args = lambda args=None, namespace=None: (  # type: ignore[method-assign,assignment]
         argparse.Namespace(func=_cmd_sort, sort_argv=list(args or [])),
         [],
     )
