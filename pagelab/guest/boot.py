@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from pagelab.errors import GuestCrash, UsageError
 from pagelab.guest.image import build_image
-from pagelab.guest.session import Guest, GuestOptions, bzimage_version
+from pagelab.guest.session import BuiltKernel, Guest, GuestOptions, bzimage_version
 from pagelab.procs import signals_interrupt
 from pagelab.settings import BY_NAME, Settings, parse_upload
 from pagelab.ui import UI
@@ -37,7 +37,7 @@ def boot(settings: Settings, command: str | None, ui: UI, stdout: BinaryIO, stde
     if settings.kernel and ignored:
         raise UsageError(f"--kernel boots a ready bzImage: {', '.join(ignored)} would be ignored")
     if settings.kernel:
-        kernel: object = Path(settings.kernel)
+        kernel: Path | BuiltKernel = Path(settings.kernel)
         if not Path(settings.kernel).is_file():
             raise UsageError(f"--kernel {settings.kernel}: not a file")
         if bzimage_version(Path(settings.kernel)) is None:
@@ -54,7 +54,7 @@ def boot(settings: Settings, command: str | None, ui: UI, stdout: BinaryIO, stde
     # SIGTERM unwinds like Ctrl-C, so the guest is shut down and the run directory removed.
     with signals_interrupt():
         try:
-            with Guest(kernel, image, options, ui) as guest:  # type: ignore[arg-type]
+            with Guest(kernel, image, options, ui) as guest:
                 t = guest.timings
                 ui.step(
                     f"guest {guest.kernel_version} ready ({guest.accel}) in {t['launch_to_ssh']:.1f} s: "

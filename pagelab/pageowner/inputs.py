@@ -167,8 +167,8 @@ def _open_plain(path: str | os.PathLike[str], buffer_size: int) -> Iterator[Bina
         if fmt is None:
             yield buffered
             return
-        inner: BinaryIO
-        # assignment (four times): the decompressors are binary readers, but typeshed does not declare them BinaryIO.
+        inner: BinaryIO | None  # None: zstd, read by _ZstdReader
+        # assignment (three times): the decompressors are binary readers, but typeshed does not declare them BinaryIO.
         if fmt == "gzip":
             inner = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
         elif fmt == "xz":
@@ -176,7 +176,7 @@ def _open_plain(path: str | os.PathLike[str], buffer_size: int) -> Iterator[Bina
         elif fmt == "bzip2":
             inner = bz2.BZ2File(buffered, "rb")  # type: ignore[assignment]
         else:
-            inner = None  # type: ignore[assignment]
+            inner = None
         raw_stream = _ZstdReader(buffered, name) if inner is None else _DecompressErrors(inner, name, fmt)
         stream = io.BufferedReader(raw_stream, buffer_size)
         try:
