@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,11 @@ def timed_process(cmd: list[str], stdin: str, limit: float) -> tuple[float | Non
     return time.perf_counter() - t0, proc.stdout
 
 
+def _answered(out: str) -> int:
+    """Output lines that carry a ``file:line`` (inline chains count each step)."""
+    return sum(1 for line in out.splitlines() if re.search(r"\S+:\d+", line) and not line.startswith("??"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dump")
@@ -148,12 +154,15 @@ def main() -> None:
         ("addr2line -f -i (vmlinux only)", ["addr2line", "-e", vmlinux, "-a", "-f", "-i"]),
         ("llvm-symbolizer --inlines (vmlinux only)", ["llvm-symbolizer", f"--obj={vmlinux}", "--inlines"]),
     ):
-        s, _ = timed_process(cmd, stdin, args.limit)
-        rows.append((name, "n/a" if s is None else f"{s:.2f} s", f"{len(addrs)} addresses"))
+        s, out = timed_process(cmd, stdin, args.limit)
+        rows.append((name, "n/a" if s is None else f"{s:.2f} s", f"{len(addrs)} addresses, {_answered(out)} lines"))
     if args.alt_python:
         for name, code in (("pyelftools (line tables only, no inlines)", _PYELFTOOLS), ("drgn source_location", _DRGN)):
             s, out = timed_process([args.alt_python, "-c", code, vmlinux], stdin, args.limit)
-            note = f"{len(addrs)} addresses" if s is not None else (out.strip().splitlines() or ["did not finish"])[-1]
+            if s is not None:
+                note = f"{len(addrs)} addresses, {_answered(out)} answered with file:line"
+            else:
+                note = (out.strip().splitlines() or ["did not finish"])[-1]
             rows.append(
                 (
                     name,
