@@ -1,7 +1,7 @@
 """A kernel tree's MAINTAINERS: which sections own a source file, most specific first.
 
 The rules are those of the tree's own ``scripts/get_maintainer.pl`` (read_maintainer_file,
-file_match_pattern and the section loop; tests/e2e/test_source.py compares the two on real files):
+file_match_pattern and the section loop; tests/e2e/test_source_e2e.py compares the two on real files):
 
 - ``F:``/``X:`` patterns become regexes anchored at the start of the path: ``.`` is literal, ``*``
   is ``.*`` and ``?`` is ``.``; a pattern naming a directory of the tree gets a trailing ``/``.

@@ -1,5 +1,5 @@
 """MAINTAINERS: get_maintainer.pl's matching rules on a small tree (the real file is compared in
-tests/e2e/test_source.py against the tree's own scripts/get_maintainer.pl)."""
+tests/e2e/test_source_e2e.py against the tree's own scripts/get_maintainer.pl)."""
 
 from __future__ import annotations
 
