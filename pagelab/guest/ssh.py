@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
@@ -35,6 +35,7 @@ WINDOW_SIZE = 32 << 20
 MAX_PACKET = 1 << 15
 CHUNK = 1 << 20
 POLL = 0.2
+LOST_GRACE = 2.0  # seconds check() gets to explain a lost connection (see SSHSession._lost)
 
 Sink = Callable[[bytes], object]
 
@@ -229,13 +230,11 @@ class SSHSession:
         try:
             transport = client.get_transport()
             if transport is None or not transport.is_active():
-                self.check()
-                raise InfraError("SSH connection to the guest was lost")
+                self._lost("SSH connection to the guest was lost")
             try:
                 chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET, timeout=10.0)
             except (paramiko.SSHException, OSError, EOFError) as err:  # a reset when QEMU has just died
-                self.check()
-                raise InfraError(f"SSH channel to the guest failed: {err}") from None
+                self._lost(f"SSH channel to the guest failed: {err or type(err).__name__}")
             try:
                 yield chan
             finally:
@@ -251,20 +250,27 @@ class SSHSession:
         """
         status = chan.recv_exit_status()
         if status < 0:
-            # The connection usually drops a moment before QEMU is seen gone: let check() say why.
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:
-                self.check()
-                time.sleep(0.1)
-            raise InfraError(f"SSH channel closed without an exit status: {command}")
+            self._lost(f"SSH channel closed without an exit status: {command}")
         return status
+
+    def _lost(self, message: str) -> NoReturn:
+        """The connection failed: raise what ``check`` finds (QEMU gone, a crash), else InfraError(message).
+
+        The connection usually drops a moment before QEMU is seen to have exited, so check() is given
+        a short grace to find the real cause.
+        """
+        deadline = time.monotonic() + LOST_GRACE
+        while True:
+            self.check()
+            if time.monotonic() >= deadline:
+                raise InfraError(message)
+            time.sleep(0.1)
 
     def _exec(self, chan: paramiko.Channel, command: str) -> None:
         try:
             chan.exec_command(command)
-        except paramiko.SSHException as err:
-            self.check()
-            raise InfraError(f"SSH exec in the guest failed ({err}): {command}") from None
+        except (paramiko.SSHException, OSError, EOFError) as err:  # EOFError: the connection just closed
+            self._lost(f"SSH exec in the guest failed ({err or type(err).__name__}): {command}")
 
     # -- commands ----------------------------------------------------------------------------------
     def run_stream(
@@ -289,10 +295,13 @@ class SSHSession:
             return self._run_stream_direct(command, sink, timeout, stderr_sink or _discard)
         with self._channel() as chan:
             self._exec(chan, command)
-            if stdin is not None:
-                self._send_file(chan, stdin)
-            # EOF on stdin at once (like ssh -n): a command that reads stdin must not wait forever.
-            chan.shutdown_write()
+            try:
+                if stdin is not None:
+                    self._send_file(chan, stdin)
+                # EOF on stdin at once (like ssh -n): a command that reads stdin must not wait forever.
+                chan.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException) as err:
+                self._lost(f"SSH connection to the guest was lost ({err or type(err).__name__}): {command}")
             return self._pump(chan, command, sink, stderr_sink or _discard, timeout)
 
     def _run_stream_direct(self, command: str, sink: Sink, timeout: float | None, stderr_sink: Sink) -> int:
@@ -409,12 +418,10 @@ class SSHSession:
             if got:
                 continue
             if chan.closed and not chan.exit_status_ready():
-                self.check()
-                raise InfraError(f"SSH channel closed without an exit status: {command}")
+                self._lost(f"SSH channel closed without an exit status: {command}")
             transport = chan.get_transport()
             if transport is None or not transport.is_active():
-                self.check()
-                raise InfraError(f"SSH connection to the guest was lost during: {command}")
+                self._lost(f"SSH connection to the guest was lost during: {command}")
             if deadline is not None and time.monotonic() > deadline:
                 raise CommandTimeout(command, timeout or 0.0)
             self.check()
