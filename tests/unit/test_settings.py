@@ -22,7 +22,6 @@ from pagelab.kernel.fragments import shipped as shipped_fragments
 from pagelab.run.profiles import load_profile, settings_from
 from pagelab.run.profiles import resolve as resolve_profile
 from pagelab.settings import SETTINGS, Setting, Settings, given, parse_upload
-from pagelab.ui import UI
 
 # Options of `pagelab run` that are not settings: where the output goes and where the values come from.
 COMMAND_OPTIONS = {"--help", "-h", "--profile", "--out", "--json", "--ci"}
@@ -238,11 +237,3 @@ def test_a_fragment_description_is_its_first_comment_sentence(tmp_path: Path) ->
         "# pagelab: requires Linux >= 6.10\n# Huge pages for\n# everyone. More detail.\n#\n# Other.\nCONFIG_X=y\n"
     )
     assert describe(frag) == "Huge pages for everyone."
-
-
-def test_a_listing_renders_plain_for_ci() -> None:
-    from pagelab.pageowner.render import as_text
-    from pagelab.run.profiles import render_catalogue
-
-    text = as_text(lambda ui: render_catalogue(ui))
-    assert "default" in text and isinstance(UI, type)
