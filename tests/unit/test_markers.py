@@ -48,3 +48,13 @@ def test_the_heavy_fixtures_are_in_use_and_their_tests_are_marked_slow(tmp_path:
     unmarked = [t["nodeid"] for t in users if "slow" not in t["markers"]]
     assert not unmarked, unmarked
     assert any("test_sort_differential.py" in t["nodeid"] and "slow" in t["markers"] for t in everything)
+
+
+def test_test_module_names_are_unique_across_the_suite() -> None:
+    # Without __init__.py files pytest imports test modules by basename: two test_x.py in different
+    # folders break the collection of the whole suite ("import file mismatch").
+    names: dict[str, list[str]] = {}
+    for path in TESTS.rglob("*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(TESTS)))
+    clashes = {name: paths for name, paths in names.items() if len(paths) > 1 and name != "conftest.py"}
+    assert not clashes, clashes
