@@ -7,17 +7,19 @@ dumps also print the stack depot handle; a handle names the stack, and identitie
 within one stack, so the stack stands for it.)
 
 Memory stays bounded by the dump, not by Python objects per record: a dump's allocations are three
-parallel ``array`` columns (``Allocations``), and tracking a run keeps one sorted copy of the previous
-snapshot's columns at a time. Cohorts are counted per stack (``analyse.identity``) and birth snapshot:
-``cohorts[i][j]`` is how many pages first seen in snapshot ``i`` are still alive in snapshot ``j``.
+parallel ``array`` columns (``Allocations``); tracking a run adds a stack number and a birth snapshot per
+allocation (6 bytes) for the snapshot being matched and the one before it. Cohorts are counted per stack
+(``analyse.identity``) and birth snapshot: ``cohorts[i][j]`` is how many pages first seen in snapshot ``i``
+are still alive in snapshot ``j``.
 """
 
 from __future__ import annotations
 
+import operator
 from array import array
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -132,11 +134,10 @@ def track(snapshots: Sequence[Snapshot], keys: Iterable[tuple[str, ...]] | None 
     n = len(snapshots)
     sid_of: dict[tuple[str, ...], int] = {}
     wanted = None if keys is None else set(keys)
-    shift = max((max(s.allocs.pfn_order, default=0).bit_length() for s in snapshots if s.allocs), default=1)
     counts: dict[int, list[list[int]]] = {}
     medians: dict[int, list[float | None]] = {}
     oldest: dict[int, list[float | None]] = {}
-    prev: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None
+    prev: _Columns | None = None
     for j, snap in enumerate(snapshots):
         allocs = snap.allocs
         assert allocs is not None  # why_unavailable checked
@@ -147,22 +148,18 @@ def track(snapshots: Sequence[Snapshot], keys: Iterable[tuple[str, ...]] | None 
             if sid is None:
                 sid = sid_of[key] = len(sid_of)
             row_sid.append(sid)
-        keys_j = _composite(allocs, row_sid, shift)
-        perm = sorted(range(len(keys_j)), key=keys_j.__getitem__)
-        sk = _column(keys_j, perm)
-        sts = array("q", [allocs.ts[i] for i in perm])
-        del perm, keys_j
-        cohort = array("H", bytes(2 * len(sk)))
-        shared = _match(prev, sk, sts, cohort, j)
-        if prev is not None and prev[0] and sk and shared < SAME_BOOT_MIN_SHARED * len(prev[0]):
+        cur = _columns(allocs, row_sid)
+        shared = _match(prev, cur, j)
+        if prev is not None and prev.po and cur.po and shared < SAME_BOOT_MIN_SHARED * len(prev.po):
             return Tracking(
                 {},
-                f"{snapshots[j - 1].label} and {snap.label} share {shared} of {len(prev[0]):,} allocations: "
+                f"{snapshots[j - 1].label} and {snap.label} share {shared} of {len(prev.po):,} allocations: "
                 "dumps of different boots?",
             )
-        _count(sk, cohort, shift, counts, n, j)
-        _ages(sk, sts, shift, now_ns(snap), medians, oldest, n, j, _wanted_sids(wanted, sid_of))
-        prev = (sk, sts, cohort)
+        _count(cur, counts, n, j)
+        sids = None if wanted is None else {sid_of[k] for k in wanted if k in sid_of}
+        _ages(cur, now_ns(snap), medians, oldest, n, j, sids)
+        prev = cur
     names = {sid: key for key, sid in sid_of.items()}
     histories = {}
     for sid, table in counts.items():
@@ -173,40 +170,43 @@ def track(snapshots: Sequence[Snapshot], keys: Iterable[tuple[str, ...]] | None 
     return Tracking(histories)
 
 
-def _wanted_sids(wanted: set[tuple[str, ...]] | None, sid_of: dict[tuple[str, ...], int]) -> set[int] | None:
-    return None if wanted is None else {sid_of[k] for k in wanted if k in sid_of}
+@dataclass
+class _Columns:
+    """One snapshot's allocations in (PFN, stack) order: ``pfn << 6 | order``, ts, stack number, cohort."""
+
+    po: Sequence[int]
+    ts: Sequence[int]
+    sid: Sequence[int]
+    cohort: array
 
 
-def _composite(allocs: Allocations, row_sid: list[int], shift: int) -> Sequence[int]:
-    """Per allocation: its stack number above its ``pfn << 6 | order`` (an int64 column when it fits)."""
-    keys = [(row_sid[r] << shift) | po for po, r in zip(allocs.pfn_order, allocs.row, strict=True)]
-    if (max(row_sid, default=0) + 1 << shift).bit_length() < 63:
-        return array("q", keys)
-    return keys  # more stacks × PFN bits than an int64 holds: Python ints, same order
+def _columns(allocs: Allocations, row_sid: list[int]) -> _Columns:
+    """The allocations in (PFN, stack) order. A dump is in PFN order already (the kernel walks PFNs, and
+    the collector merges its ranges in order), so only odd input (PFNs out of order or repeated) is sorted."""
+    po, ts = allocs.pfn_order, allocs.ts
+    sid: Sequence[int] = array("I", [row_sid[r] for r in allocs.row])
+    if not all(map(operator.lt, po, islice(po, 1, None))):
+        order = sorted(range(len(po)), key=lambda i: (po[i], sid[i]))
+        po = array("q", [po[i] for i in order])
+        ts = array("q", [ts[i] for i in order])
+        sid = array("I", [sid[i] for i in order])
+    return _Columns(po, ts, sid, array("H", bytes(2 * len(po))))
 
 
-def _column(values: Sequence[int], perm: list[int]) -> Sequence[int]:
-    out = [values[i] for i in perm]
-    return array("q", out) if isinstance(values, array) else out
-
-
-def _match(
-    prev: tuple[Sequence[int], Sequence[int], Sequence[int]] | None,
-    keys: Sequence[int],
-    ts: Sequence[int],
-    cohort: array,
-    j: int,
-) -> int:
+def _match(prev: _Columns | None, cur: _Columns, j: int) -> int:
     """Give each allocation of snapshot ``j`` its birth snapshot: the previous one's when the same
-    (stack, PFN, order, ts) was there, else ``j``. Both sides are sorted by key. Returns how many matched."""
+    (PFN, order, stack, ts) was there, else ``j``. A merge of two (PFN, stack)-ordered columns; returns
+    how many allocations matched."""
+    cohort = cur.cohort
     if prev is None:
         return 0
-    pk, pts, pc = prev
-    i, np_, shared = 0, len(pk), 0
-    for x, k in enumerate(keys):
-        while i < np_ and pk[i] < k:
+    ppo, pts, psid, pc = prev.po, prev.ts, prev.sid, prev.cohort
+    po, ts, sid = cur.po, cur.ts, cur.sid
+    i, np_, shared = 0, len(ppo), 0
+    for x, k in enumerate(po):
+        while i < np_ and (ppo[i] < k or (ppo[i] == k and psid[i] < sid[x])):
             i += 1
-        if i < np_ and pk[i] == k and pts[i] == ts[x]:
+        if i < np_ and ppo[i] == k and psid[i] == sid[x] and pts[i] == ts[x]:
             cohort[x] = pc[i]
             shared += 1
         else:
@@ -214,15 +214,13 @@ def _match(
     return shared
 
 
-def _count(
-    keys: Sequence[int], cohort: Sequence[int], shift: int, counts: dict[int, list[list[int]]], n: int, j: int
-) -> None:
+def _count(cur: _Columns, counts: dict[int, list[list[int]]], n: int, j: int) -> None:
     """Add snapshot ``j``'s pages per (stack, birth snapshot) to ``counts``."""
-    low = (1 << shift) - 1
     acc: dict[tuple[int, int], int] = {}
-    for k, c in zip(keys, cohort, strict=True):
-        key = (k >> shift, c)
-        acc[key] = acc.get(key, 0) + (1 << ((k & low) & ORDER_MASK))
+    get = acc.get
+    for s, c, po in zip(cur.sid, cur.cohort, cur.po, strict=True):
+        key = (s, c)
+        acc[key] = get(key, 0) + (1 << (po & ORDER_MASK))
     for (sid, c), pages in acc.items():
         table = counts.get(sid)
         if table is None:
@@ -231,9 +229,7 @@ def _count(
 
 
 def _ages(
-    keys: Sequence[int],
-    ts: Sequence[int],
-    shift: int,
+    cur: _Columns,
     now: int,
     medians: dict[int, list[float | None]],
     oldest: dict[int, list[float | None]],
@@ -241,19 +237,19 @@ def _ages(
     j: int,
     sids: set[int] | None,
 ) -> None:
-    """Median and oldest allocation age (s) per stack in snapshot ``j``; keys are sorted, so a stack's
-    allocations are one slice."""
-    if not keys:
-        return
-    todo = sorted(sids) if sids is not None else sorted({k >> shift for k in keys})
-    for sid in todo:
-        a = bisect_left(keys, sid << shift)
-        b = bisect_left(keys, (sid + 1) << shift, a)
-        if a == b:
-            continue
-        stamps = sorted(ts[a:b])
-        medians.setdefault(sid, [None] * n)[j] = _age_s(now, stamps[(len(stamps) - 1) // 2])
-        oldest.setdefault(sid, [None] * n)[j] = _age_s(now, stamps[0])
+    """Median and oldest allocation age (s) per stack (those of ``sids``, or all) in snapshot ``j``."""
+    stamps: dict[int, list[int]] = {}
+    if sids is None:
+        for s, t in zip(cur.sid, cur.ts, strict=True):
+            stamps.setdefault(s, []).append(t)
+    elif sids:
+        for s, t in zip(cur.sid, cur.ts, strict=True):
+            if s in sids:
+                stamps.setdefault(s, []).append(t)
+    for sid, ts in stamps.items():
+        ts.sort()
+        medians.setdefault(sid, [None] * n)[j] = _age_s(now, ts[(len(ts) - 1) // 2])
+        oldest.setdefault(sid, [None] * n)[j] = _age_s(now, ts[0])
 
 
 def _age_s(now: int, ts: int) -> float:
