@@ -33,12 +33,15 @@ import zstandard
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
+from pagelab.pageowner.handles import Resolver, parse_stacks
 from pagelab.procs import step_failed, tool_version
 from pagelab.resources import guest_dir
 from pagelab.ui import UI
 
 PAGE_OWNER = "/sys/kernel/debug/page_owner"
 SHOW_STACKS = "/sys/kernel/debug/page_owner_stacks/show_stacks"
+SHOW_STACKS_HANDLES = "/sys/kernel/debug/page_owner_stacks/show_stacks_handles"
+GUEST_STACKS = "/tmp/.pagelab-stacks-handles"  # the snapshot's copy of it in the guest, for po-read -s
 READER_SOURCE = guest_dir() / "tools" / "po-read.c"
 READER_GUEST_PATH = "/usr/bin/po-read"
 # Several ranges per reader: they are handed out as readers free up, so an uneven spread of allocated
@@ -148,9 +151,12 @@ def split_ranges(spans: Sequence[Span], parts: int) -> list[tuple[int, int | Non
     return list(zip(starts, ends, strict=True))
 
 
-def reader_command(start: int, end: int | None, reader: str = READER_GUEST_PATH) -> str:
-    """The guest command that prints the records of PFNs [start, end)."""
-    return shlex.join([reader, str(start)] + ([] if end is None else [str(end)]))
+def reader_command(
+    start: int, end: int | None, reader: str = READER_GUEST_PATH, mode: str | None = None, stacks: str | None = None
+) -> str:
+    """The guest command that prints the records of PFNs [start, end) (``mode``, ``stacks``: po-read -m, -s)."""
+    opts = (["-m", mode] if mode else []) + (["-s", stacks] if stacks else [])
+    return shlex.join([reader, *opts, str(start)] + ([] if end is None else [str(end)]))
 
 
 # -- ordered merge of concurrently read ranges -------------------------------------------------------
@@ -312,18 +318,21 @@ def _serve() -> None:
             payload = _read_exact(inp, n)
             if kind != b"B":
                 continue
-            path, label, name = payload.decode().split("\0", 2)
-            reply = pickle.dumps(_one_snapshot(inp, path, label, name), protocol=pickle.HIGHEST_PROTOCOL)
+            path, label, name, handles = payload.decode().split("\0", 3)
+            result = _one_snapshot(inp, path, label, name, handles == "1")
+            reply = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
             out.write(_LEN.pack(len(reply)) + reply)
             out.flush()
 
 
-def _one_snapshot(inp: BinaryIO, path: str, label: str, name: str) -> tuple[str, Any, int]:
+def _one_snapshot(inp: BinaryIO, path: str, label: str, name: str, handles: bool = False) -> tuple[str, Any, int]:
     """Compress the dump to ``path`` and parse it (named ``name``, the file it will be renamed to).
 
-    Reads to the end message whatever fails, so the next snapshot starts in step.
+    ``handles``: a resolved handle-mode read, where a record whose handle could not be resolved is
+    counted (and warned about) rather than refused. Reads to the end message whatever fails, so the
+    next snapshot starts in step.
     """
-    builder = SnapshotBuilder(label=label, source=name, name=name)
+    builder = SnapshotBuilder(label=label, source=name, name=name, handles=handles)
     total = 0
     error: tuple[str, ...] | None = None
     write_error: OSError | None = None
@@ -397,9 +406,10 @@ class AnalysisWorker:
         except (BrokenPipeError, OSError, ValueError):
             raise InfraError("the snapshot analysis process died") from None
 
-    def begin(self, path: Path, label: str, name: Path | None = None) -> None:
-        """Start a snapshot written to ``path``, parsed as ``name`` (default ``path``)."""
-        self._send(b"B", f"{path}\0{label}\0{name or path}".encode())
+    def begin(self, path: Path, label: str, name: Path | None = None, *, handles: bool = False) -> None:
+        """Start a snapshot written to ``path``, parsed as ``name`` (default ``path``); ``handles`` as
+        ``_one_snapshot``'s."""
+        self._send(b"B", f"{path}\0{label}\0{name or path}\0{int(handles)}".encode())
 
     def feed(self, data: bytes) -> None:
         self._send(b"D", data)
@@ -448,10 +458,16 @@ class SnapshotFile:
     ranges: int
     stacks_path: Path | None = None
     stacks_seconds: float = 0.0
+    # "handle": read with mode=handle and resolved through show_stacks_handles (the .zst holds the
+    # resolved, stack-mode text); "stack": read as the kernel formats it by default.
+    read_mode: str = "stack"
+    learned_handles: int = 0  # handles show_stacks_handles lacked, their stacks printed once by po-read -s
+    fetched_handles: int = 0  # of those, read again from the host (their first page changed hands)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "read_mode": self.read_mode,
             "records": self.snapshot.records,
             "total_pages": self.snapshot.total_pages,
             "path": str(self.path),
@@ -471,6 +487,8 @@ class GuestMemory:
     has_reader: bool
     cpus: int = 1
     has_allocinfo: bool = False  # /proc/allocinfo: a kernel with CONFIG_MEM_ALLOC_PROFILING (>= 6.10)
+    # page_owner takes mode=handle (7.x, mm/page_owner.c page_owner_write) and show_stacks_handles exists.
+    has_handle_mode: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -521,6 +539,8 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
         f"test -r {PAGE_OWNER} && echo has-page-owner; test -r {SHOW_STACKS} && echo has-show-stacks; "
         # Ranged reads need page_owner's lseek (a PFN offset); a kernel without it falls back to one cat.
         f"{READER_GUEST_PATH} 1 2 >/dev/null 2>&1 && echo has-reader; test -r /proc/allocinfo && echo has-allocinfo; "
+        # The feature, not a version number: the kernel accepts mode=handle on an open page_owner file.
+        f"{READER_GUEST_PATH} -m handle 1 2 >/dev/null 2>&1 && test -r {SHOW_STACKS_HANDLES} && echo has-handle-mode; "
         "echo cpus=$(nproc); echo ---; "
         "cat /proc/zoneinfo"
     )
@@ -537,7 +557,12 @@ def probe(guest: Any, timeout: float = 60.0) -> GuestMemory:
         raise InfraError(f"guest: {err}") from None
     cpus = next((int(w[5:]) for w in flags if w.startswith("cpus=") and w[5:].isdigit()), 1)
     return GuestMemory(
-        spans, "has-show-stacks" in flags, "has-reader" in flags, cpus, has_allocinfo="has-allocinfo" in flags
+        spans,
+        "has-show-stacks" in flags,
+        "has-reader" in flags,
+        cpus,
+        has_allocinfo="has-allocinfo" in flags,
+        has_handle_mode="has-handle-mode" in flags,
     )
 
 
@@ -552,11 +577,17 @@ class Collector:
         *,
         readers: int | None = None,
         timeout: float = 1800.0,
+        read_mode: str = "auto",
     ) -> None:
+        """``read_mode``: "auto" reads handles where the kernel can (7.x), "stack" never does, "handle"
+        insists (InfraError on a kernel without it)."""
+        if read_mode not in ("auto", "stack", "handle"):
+            raise ValueError(f"read_mode must be auto, stack or handle, not {read_mode!r}")
         self.guest = guest
         self.out_dir = Path(out_dir)
         self.ui = ui
         self.timeout = timeout
+        self._read_mode = read_mode
         self._readers = readers
         self._memory: GuestMemory | None = None
         self._analysis: AnalysisWorker | None = None
@@ -595,6 +626,42 @@ class Collector:
             return 1, [(0, None)]
         return readers, split_ranges(mem.spans, readers * RANGES_PER_READER)
 
+    def read_mode(self) -> str:
+        """ "handle" or "stack": what the next snapshot reads. Raises InfraError if "handle" cannot be had."""
+        if self._read_mode == "stack":
+            return "stack"
+        if self.memory.has_handle_mode and self.memory.has_reader:
+            return "handle"
+        if self._read_mode == "handle":
+            raise InfraError(
+                f"guest: {PAGE_OWNER} takes no mode=handle or {SHOW_STACKS_HANDLES} is missing (a 7.x kernel has both)"
+            )
+        return "stack"
+
+    def _stack_table(self) -> dict[int, bytes]:
+        """show_stacks_handles, read once per snapshot (before the dump: a stack is never removed), and
+        left in the guest at GUEST_STACKS for ``po-read -s`` (which handles the list lacks)."""
+        chunks: list[bytes] = []
+        cmd = f"cat {SHOW_STACKS_HANDLES} > {GUEST_STACKS} && cat {GUEST_STACKS}"
+        _run_stream(self.guest, cmd, chunks.append, self.timeout)
+        try:
+            return parse_stacks(b"".join(chunks), SHOW_STACKS_HANDLES)
+        except InputError as err:
+            raise InfraError(f"guest: {err}") from None
+
+    def _fetch_stack(self, handle: int, pfn: int | None) -> bytes | None:
+        """The frames of ``handle`` from the record at ``pfn``, read in stack_handle mode; None when that
+        page changed hands meanwhile. po-read -s prints the first record of a handle show_stacks_handles
+        lacks with its frames; this is for the rare page that changed hands between its two reads."""
+        if pfn is None:
+            return None
+        out: list[bytes] = []
+        _run_stream(self.guest, reader_command(pfn, pfn + 1, mode="stack_handle"), out.append, self.timeout)
+        frames = [line for line in b"".join(out).split(b"\n") if line.startswith(b" ")]
+        if f"\nhandle: {handle}\n".encode() not in b"".join(out) or not frames:
+            return None
+        return b"\n".join(frames) + b"\n"
+
     def take(self, label: str) -> SnapshotFile:
         """Take the next snapshot: raw file first, analysis alongside. Raises InfraError, GuestCrash."""
         index = len(self.taken)
@@ -605,17 +672,27 @@ class Collector:
         # whole (a killed QEMU, a signal or a full disk leaves no half file named like a snapshot).
         partial = self.out_dir / f".{stem}.page_owner.zst.partial"
         readers, ranges = self.plan()
-        self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''})")
-        # The guest's clock as the read starts, on page_owner's ts clock: the 'now' of page ages.
-        clock_ns = guest_clock_ns(self.guest)
+        mode = self.read_mode()
+        self.ui.step(f"snapshot {stem}: reading page_owner ({readers} reader{'s' if readers > 1 else ''}, {mode} mode)")
         # The guest's clock as the read starts, on page_owner's ts clock: the 'now' of page ages.
         clock_ns = guest_clock_ns(self.guest)
         t0 = time.perf_counter()
         worker = self._worker()
-        worker.begin(partial, label, path)
+        resolver = Resolver(self._stack_table(), self._fetch_stack) if mode == "handle" else None
+        worker.begin(partial, label, path, handles=resolver is not None)
+        consume: Sink = worker.feed
+        if resolver is not None:
+            # Stacks go back in on the host, before the bytes reach the .zst and the parser: both see
+            # exactly what a stack-mode read gives (pagelab/pageowner/handles.py).
+            def consume(data: bytes) -> None:
+                out = resolver.feed(data)
+                if out:
+                    worker.feed(out)
 
         def job(start: int, end: int | None) -> Callable[[Sink], None]:
             cmd = f"cat {PAGE_OWNER}" if len(ranges) == 1 and not self.memory.has_reader else None
+            if resolver is not None:
+                cmd = cmd or reader_command(start, end, mode="handle", stacks=GUEST_STACKS)
             cmd = cmd or reader_command(start, end)
 
             def run(sink: Sink) -> None:
@@ -628,10 +705,14 @@ class Collector:
                 read_in_order(
                     [job(s, e) for s, e in ranges],
                     readers,
-                    worker.feed,
+                    consume,
                     spool_dir=str(self.out_dir),
                     on_job_done=lambda i: bar.update(completed=i + 1),
                 )
+                if resolver is not None:
+                    tail = resolver.close()
+                    if tail:
+                        worker.feed(tail)
         except BaseException:
             # The child is mid-snapshot; a fresh one serves the next call. close() waits for it to exit,
             # so the partial file is finished with when it is removed.
@@ -654,8 +735,10 @@ class Collector:
         os.replace(partial, path)
         seconds = time.perf_counter() - t0
         snapshot.clock_ns = clock_ns
-        snapshot.clock_ns = clock_ns
-        taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges))
+        taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges), read_mode=mode)
+        if resolver is not None:
+            taken.learned_handles = resolver.learned
+            taken.fetched_handles = resolver.fetched
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
             t1 = time.perf_counter()
@@ -682,38 +765,6 @@ class Collector:
             partial.unlink(missing_ok=True)
             raise
         os.replace(partial, path)
-
-
-# page_owner stamps an allocation with local_clock() (mm/page_owner.c: __update_page_owner_handle), and
-# printk stamps every log record with the same local_clock() (kernel/printk/printk.c), so a marker
-# written to /dev/kmsg and read back with dmesg is "now" on the ts clock, to the microsecond
-# (CONFIG_PRINTK_TIME, kconfigs/qemu-x86_64.config). /proc/uptime (CLOCK_BOOTTIME, 10 ms ticks) starts a
-# little later than local_clock; it is the fallback when the marker cannot be read back. Level 7 keeps
-# the marker off the console.
-CLOCK_MARK = "pagelab-clock"
-_CLOCK_LINE = re.compile(r"\[\s*(\d+)\.(\d{6})\]\s*" + CLOCK_MARK)
-_UPTIME = re.compile(r"^(\d+)\.(\d{2}) ", re.M)
-
-
-def guest_clock_ns(guest: Any, timeout: float = 60.0) -> int | None:
-    """The guest's local_clock() in ns (µs precision), or its uptime; None if neither can be read."""
-    script = (
-        f"echo '<7>{CLOCK_MARK}' >/dev/kmsg 2>/dev/null; dmesg 2>/dev/null | grep '{CLOCK_MARK}' | tail -n 1; "
-        "cat /proc/uptime"
-    )
-    # Neither file readable (an unusual guest): None, and ages fall back to the dump's newest ts.
-    return parse_clock(str(guest.run(script, timeout=timeout).stdout))
-
-
-def parse_clock(text: str) -> int | None:
-    """``[   12.345678] pagelab-clock`` → ns; else ``/proc/uptime``'s ``12.34 …`` → ns; else None."""
-    m = _CLOCK_LINE.search(text)
-    if m is not None:
-        return int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 1000
-    m = _UPTIME.search(text)
-    if m is not None:
-        return int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 10_000_000
-    return None
 
 
 # page_owner stamps an allocation with local_clock() (mm/page_owner.c: __update_page_owner_handle), and

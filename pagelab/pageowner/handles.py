@@ -12,10 +12,13 @@ stack-mode read would have given, so the parser, ``pagelab sort`` (byte-identica
 reports and the ``.zst`` artifact need no second code path. It also turns ``show_handles`` into
 ``show_stacks`` and drops the handle lines of ``stack_handle`` output.
 
-One stack is never listed: the kernel gives every page allocated before page_owner started the same
-``early_handle`` and never adds it to the stack list (mm/page_owner.c, ``init_early_allocated_pages``).
-Offline such a record keeps its ``handle: N`` line (and the parser reports it); the collector asks the
-guest for the frames of an unknown handle instead (``fetch``).
+Some stacks are never listed: the kernel adds a stack to its list only when it can allocate the list
+entry (mm/page_owner.c, ``add_stack_record_to_list``), so the early-boot stack (``early_handle``, every
+page allocated before page_owner started), stacks first used before the slab allocator was up and some
+from non-spinning contexts are missing (~90 of them on a fresh 7.3 guest). Offline such records keep their
+``handle: N`` line (the parser reports them). The collector's ``po-read -s`` prints the first record of
+each unlisted handle in stack_handle form instead, which the resolver learns the stack from; ``fetch``
+is the last resort for a page that changed hands in between.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ StackTable = dict[int, bytes]
 Fetch = Callable[[int, int | None], bytes | None]
 
 _HANDLE_LINE = re.compile(rb"^handle: (\d+)\r?\n", re.M)
+_MAX_PENDING = 4 << 20  # bytes without a blank line after which lines are passed on one by one
 _EXPECT = "expected a show_stacks_handles file (' frame' lines, then 'handle: N', then a blank line)"
 
 
@@ -116,21 +120,36 @@ class Resolver:
         self.fetch = fetch
         self.unresolved: Counter[int] = Counter()
         self.fetched = 0
+        self.learned = 0  # stacks taken from stack_handle records (po-read -s)
         self.resolved = 0
         self._tail = b""  # an incomplete last line
         self._prev = b""  # the last complete line already passed on
 
     def feed(self, data: bytes) -> bytes:
-        """The resolved text for every complete line so far."""
+        """The resolved text for every complete entry so far (every complete line past 4 MiB without one)."""
         buf = self._tail + data if self._tail else data
-        cut = buf.rfind(b"\n") + 1
+        cut = buf.rfind(b"\n\n") + 2
+        if cut < 2:
+            cut = buf.rfind(b"\n") + 1 if len(buf) > _MAX_PENDING else 0
         self._tail = buf[cut:]
         return self._resolve(buf[:cut]) if cut else b""
 
     def close(self) -> bytes:
         """The rest (a last line without a newline passes unchanged)."""
         tail, self._tail = self._tail, b""
-        return tail
+        cut = tail.rfind(b"\n") + 1
+        return self._resolve(tail[:cut]) + tail[cut:] if cut else tail
+
+    @staticmethod
+    def _frames_before(text: bytes, end: int) -> bytes:
+        """The block of ``' frame'`` lines that ends at ``end`` (the start of a line)."""
+        pos = end
+        while pos > 0:
+            begin = text.rfind(b"\n", 0, pos - 1) + 1
+            if not text.startswith(b" ", begin):
+                break
+            pos = begin
+        return text[pos:end]
 
     def _line_before(self, text: bytes, start: int) -> bytes:
         if start == 0:
@@ -142,7 +161,13 @@ class Resolver:
         def repl(m: re.Match[bytes]) -> bytes:
             before = self._line_before(text, m.start())
             if before.startswith(b" "):
-                return b""  # stack_handle mode: the frames are printed already
+                # stack_handle mode: the frames are printed already. po-read -s prints an unlisted
+                # handle's first record so: remember its stack for the short records that follow.
+                handle = int(m.group(1))
+                if handle not in self.stacks:
+                    self.stacks[handle] = self._frames_before(text, m.start())
+                    self.learned += 1
+                return b""
             handle = int(m.group(1))
             frames = self.stacks.get(handle)
             if frames is None and self.fetch is not None and handle not in self.unresolved:

@@ -181,3 +181,18 @@ def test_load_stacks_reads_compressed_files(tmp_path: Path) -> None:
     p = tmp_path / "st.xz"
     p.write_bytes(lzma.compress(b" a\nhandle: 1\n\n"))
     assert load_stacks(p) == {1: b" a\n"}
+
+
+def test_a_stack_handle_record_teaches_the_stack_of_an_unlisted_handle(dump612: bytes) -> None:
+    # What po-read -s prints for a handle show_stacks_handles lacks: its first record with frames and
+    # handle, the later ones short.
+    handle_mode, stacks, handles = to_handle_mode(dump612)
+    frames, gone = max(handles.items(), key=lambda kv: handle_mode.count(b"handle: %d\n" % kv[1]))
+    assert handle_mode.count(b"handle: %d\n" % gone) > 1
+    first = handle_mode.index(b"handle: %d\n" % gone)
+    taught = handle_mode[:first] + frames + handle_mode[first:]
+    table = parse_stacks(stacks, "s")
+    del table[gone]
+    for chunk in (5, 1 << 20):
+        out, r = resolve(taught, table, chunk)
+        assert out == dump612 and not r.unresolved and r.learned == 1
