@@ -35,7 +35,6 @@ from pagelab.run.junit import Case, write_junit
 from pagelab.settings import Settings, parse_upload
 from pagelab.ui import UI
 
-WORKLOAD_TIMEOUT = 900.0
 SUITE = "pagelab run"
 
 
@@ -146,8 +145,8 @@ def _guest_phase(
         with state.timed("boot"):
             try:
                 guest.start()
-            except PagelabError as err:
-                state.boot_error = str(err)
+            except BaseException as err:  # a signal too: junit.xml's boot case says what stopped it
+                state.boot_error = str(err) or type(err).__name__
                 raise
         state.booted = True
         state.kernel_version = guest.kernel_version or state.kernel_version
@@ -188,7 +187,7 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
             state.phase = f"workload {w.spec!r} iteration {i}"
             t1 = time.perf_counter()
             try:
-                res = guest.run(w.command, timeout=WORKLOAD_TIMEOUT)
+                res = guest.run(w.command, timeout=s.workload_timeout)
             except BaseException as err:
                 # The workload that hung, crashed the kernel or lost SSH must show as such in junit.xml.
                 r.seconds = time.perf_counter() - t1
@@ -450,8 +449,8 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     out = state.out
     blocks = last_blockmap(state.snapshots, ui)  # report.json's pollution and report.html's pageblock map
     outcome.report["pollution"] = blocks.to_json() if blocks is not None else None
+    # The three files CI reads first, so that a nearly full --out still says what happened.
     out.write_json(out.report_json, outcome.report)
-    out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(state.started))
     write_junit(out.junit_xml, SUITE, _junit_cases(state, outcome), timestamp=stamp)
     meta = metadata(
@@ -467,6 +466,7 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     meta["kernel"]["kernel_version"] = state.kernel_version or meta["kernel"].get("kernel_version")
     meta["profile"] = state.settings.profile
     out.write_json(out.metadata_json, meta)
+    out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
     write_run_html(out.path, outcome.report, state.snapshots, blocks, ui)
     if json_out:
         with open_output(json_out) as fp:
