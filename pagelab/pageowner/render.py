@@ -218,9 +218,9 @@ def render_diff(
         t.add_column("before", justify="right")
         t.add_column("after", justify="right")
         if tracked:
-            # kept: pages of before still alive in after; turnover: the share of before that was freed.
-            t.add_column("kept", justify="right")
-            t.add_column("turnover", justify="right")
+            # kept: pages of before still alive in after; freed: the share of before that was freed (turnover).
+            t.add_column("kept", justify="right", no_wrap=True)
+            t.add_column("freed", justify="right", no_wrap=True)
         t.add_column("", justify="left")
         t.add_column("callsite", overflow="fold")
         t.add_column("module")

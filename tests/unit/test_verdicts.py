@@ -371,4 +371,4 @@ def test_terminal_report_has_a_verdict_column_and_cohort_lines():
     assert "born in iter1: 512 → 0 → 0 alive" in text and "born in iter1: 64 → 64 → 64 alive" in text
     assert "turnover 100%" in text
     d = as_text(lambda ui: render_diff(ui, diff(snaps[0], snaps[-1])))
-    assert "kept" in d and "turnover" in d and "allocations followed: 100 pages of before survive" in d
+    assert " kept " in d and " freed " in d and "allocations followed: 100 pages of before survive" in d
