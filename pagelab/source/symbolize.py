@@ -76,7 +76,7 @@ class Resolved:
 
     @classmethod
     def from_json(cls, data: Sequence[Sequence[str | int]]) -> Resolved:
-        return cls(tuple(Line(str(f), str(p), int(n)) for f, p, n in data))
+        return cls(tuple([Line(f, p, n) for f, p, n in data]))  # type: ignore[arg-type]  # our own JSON rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +163,7 @@ class Symbolizer:
         self.line_info = self.vmlinux.elf.has_line_info()
         self.tree = _source_tree(self.build_dir)
         self._extra = [Path(m) for m in modules]
+        self._paths: dict[str, str] = {}
         self.stats = Stats()
 
     # -- module files ------------------------------------------------------------------------------
@@ -228,16 +229,22 @@ class Symbolizer:
         known = _load(cache) if cache else {}
         todo = {k: f for k, f in frames.items() if k not in known}
         self.stats.cached += len(frames) - len(todo)
-        if todo:
-            fresh = {k: None if v is None else v.to_json() for k, v in self._addr2line(binary, todo).items()}
+        fresh = self._addr2line(binary, todo) if todo else {}
+        if fresh:
             self.stats.looked_up += len(todo)
             if cache:
                 with file_lock(cache.with_suffix(".lock")):
                     merged = _load(cache)
-                    merged.update(fresh)
+                    merged.update({k: None if v is None else v.to_json() for k, v in fresh.items()})
                     atomic_write(cache, json.dumps(merged, separators=(",", ":")))
-            known.update(fresh)
-        return {k: None if (v := known.get(k)) is None else Resolved.from_json(v) for k in frames}
+        out: dict[str, Resolved | None] = {}
+        for k in frames:
+            if k in fresh:
+                out[k] = fresh[k]
+            else:
+                v = known.get(k)
+                out[k] = None if v is None else Resolved.from_json(v)
+        return out
 
     def _cache_path(self, binary: Binary) -> Path | None:
         if binary.build_id is None:
@@ -256,6 +263,9 @@ class Symbolizer:
             section = sym.section if binary.elf.type == ET_REL else None
             by_section.setdefault(section, []).append((key, sym.value + max(f.offset - 1, 0)))
         for section, items in by_section.items():
+            # In address order: addr2line keeps the last compilation unit's line table at hand, so sorted
+            # lookups cost a third of random ones (scripts/bench/symbolize.py, BENCHMARKS.md).
+            items.sort(key=lambda item: item[1])
             cmd = ["addr2line", "-e", str(binary.path), "-a", "-f", "-i"]
             if section is not None:
                 cmd += ["-j", section]
@@ -275,16 +285,19 @@ class Symbolizer:
     def _relative(self, chain: list[Line] | None) -> Resolved | None:
         if not chain:
             return None
-        lines = []
-        for ln in chain:
-            path = ln.file
+        return Resolved(tuple(Line(ln.function, self._path(ln.file), ln.line) for ln in chain))
+
+    def _path(self, path: str) -> str:
+        """vmlinux (and in-tree module) paths relative to the kernel tree; others as built."""
+        got = self._paths.get(path)
+        if got is None:
+            got = path
             for root in (self.tree, self.build_dir):
-                prefix = f"{root}/" if root else None
-                if prefix and path.startswith(prefix):
-                    path = path[len(prefix) :]
+                if root is not None and path.startswith(f"{root}/"):
+                    got = path[len(str(root)) + 1 :]
                     break
-            lines.append(Line(ln.function, os.path.normpath(path), ln.line))
-        return Resolved(tuple(lines))
+            got = self._paths[path] = os.path.normpath(got)
+        return got
 
 
 class _Records:
