@@ -439,10 +439,10 @@ def _compare(left: str, op: str, right: str) -> bool:
     return {
         "=": a == b,
         "!=": a != b,
-        "<": a < b,  # type: ignore[operator]
-        ">": a > b,  # type: ignore[operator]
-        "<=": a <= b,  # type: ignore[operator]
-        ">=": a >= b,  # type: ignore[operator]
+        "<": a < b,  # type: ignore[operator]  # both ints or both strs (above)
+        ">": a > b,  # type: ignore[operator]  # both ints or both strs (above)
+        "<=": a <= b,  # type: ignore[operator]  # both ints or both strs (above)
+        ">=": a >= b,  # type: ignore[operator]  # both ints or both strs (above)
     }[op]
 
 

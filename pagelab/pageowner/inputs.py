@@ -172,9 +172,9 @@ def _open_plain(path: str | os.PathLike[str], buffer_size: int) -> Iterator[Bina
         if fmt == "gzip":
             inner = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
         elif fmt == "xz":
-            inner = lzma.LZMAFile(buffered, "rb")  # type: ignore[assignment]
+            inner = lzma.LZMAFile(buffered, "rb")  # type: ignore[assignment]  # as gzip above
         elif fmt == "bzip2":
-            inner = bz2.BZ2File(buffered, "rb")  # type: ignore[assignment]
+            inner = bz2.BZ2File(buffered, "rb")  # type: ignore[assignment]  # as gzip above
         else:
             inner = None
         raw_stream = _ZstdReader(buffered, name) if inner is None else _DecompressErrors(inner, name, fmt)
