@@ -38,6 +38,7 @@ from chromium import Chromium  # noqa: E402
 
 from pagelab.html import diff_page, write_html  # noqa: E402
 from pagelab.html.run import write_run_html  # noqa: E402
+from pagelab.procs import tool_version  # noqa: E402
 from pagelab.pageowner import diff as pdiff  # noqa: E402
 from pagelab.pageowner.analyse import Snapshot, load_snapshot  # noqa: E402
 from pagelab.pageowner.pollution import scan  # noqa: E402
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, size, load, paint, page, shot, errors in rows:
         print(f"| {name} | {size / 1e6:.2f} | {load:.2f} | {paint:.2f} | {page:.2f} | {shot:.2f} | {errors} |")
     print()
-    print(f"Chromium: {subprocess.run(['chromium', '--version'], capture_output=True, text=True).stdout.strip()}")
+    print(f"Chromium: {tool_version(['chromium', '--version'])}")
     print(f"(work dir {work})")
     return 0
 
