@@ -38,10 +38,10 @@ from chromium import Chromium  # noqa: E402
 
 from pagelab.html import diff_page, write_html  # noqa: E402
 from pagelab.html.run import write_run_html  # noqa: E402
-from pagelab.procs import tool_version  # noqa: E402
 from pagelab.pageowner import diff as pdiff  # noqa: E402
 from pagelab.pageowner.analyse import Snapshot, load_snapshot  # noqa: E402
 from pagelab.pageowner.pollution import scan  # noqa: E402
+from pagelab.procs import tool_version  # noqa: E402
 from pagelab.ui import UI  # noqa: E402
 
 SOURCE = ROOT / "tests" / "fixtures" / "report_po612.txt.xz"
