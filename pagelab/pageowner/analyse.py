@@ -428,10 +428,13 @@ class Snapshot:
         """Pages by allocation age (snapshot time minus ts), oldest bucket first."""
         allocs = self._need_allocs("--by age")
         now = now_ns(self)
+        # A bucket holds ages below its bound: an allocation's bucket is where now - ts falls among them.
+        bounds = [now - limit * NS for limit, _ in AGE_BUCKETS[:-1]]  # ts thresholds, descending
         acc = [[0, 0] for _ in AGE_BUCKETS]
         for po, ts in zip(allocs.pfn_order, allocs.ts, strict=True):
-            age = (now - ts) / NS
-            b = next(i for i, (limit, _) in enumerate(AGE_BUCKETS) if age < limit)
+            b = 0
+            while b < len(bounds) and ts <= bounds[b]:
+                b += 1
             acc[b][0] += 1
             acc[b][1] += 1 << (po & 63)
         out = [Group(name, pages, n) for (_, name), (n, pages) in zip(AGE_BUCKETS, acc, strict=True) if n]

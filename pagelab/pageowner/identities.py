@@ -255,8 +255,3 @@ def _ages(
 def _age_s(now: int, ts: int) -> float:
     # An allocation made while the snapshot was being read is younger than the snapshot's clock: age 0.
     return round(max(now - ts, 0) / NS, 3)
-
-
-def pair(before: Snapshot, after: Snapshot) -> Tracking:
-    """Identities of two dumps (``pagelab diff``): cohorts[0] are the survivors of ``before``."""
-    return track([before, after])
