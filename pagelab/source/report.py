@@ -36,6 +36,11 @@ def where_for(lens: SourceLens | None, stacks: Iterable[Sequence[str]], ui: UI) 
         return {}
     with ui.progress("resolving source lines"):
         where = lens.where(stacks)
+    if lens.symbolizer.stats.mismatched:
+        ui.warn(
+            f"the input's frames do not fit {lens.build_dir}/vmlinux (symbol sizes differ: another build?): "
+            "no source lines for built-in code"
+        )
     missing = lens.symbolizer.stats.missing_modules
     if missing and lens.line_info:
         ui.info(f"no matching .ko for module(s) {', '.join(sorted(missing))}: their frames stay unresolved")

@@ -179,6 +179,15 @@ def test_every_distinct_frame_resolves_in_one_batch_per_binary_then_from_the_cac
     assert warm.resolve(frames) == first and warm.stats.processes == 0 and warm.stats.cached == parsed
 
 
+def test_another_builds_dump_gets_no_lines_rather_than_wrong_ones(build: BuildResult, capsys) -> None:
+    # A 6.12 dump of another config (tests/fixtures): many functions have other sizes there.
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "report_po612.txt.xz"
+    assert main(["report", str(fixture), "--build", str(build.build_dir), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert "do not fit" in captured.err
+    assert all(s["source"] is None for s in json.loads(captured.out)["stacks"])
+
+
 def test_a_build_without_debug_info_says_how_to_get_lines(kernel_build: BuildResult, run: Path, capsys) -> None:
     lens = SourceLens(kernel_build.build_dir)
     assert lens.line_info is False and "--fragment debuginfo" in (lens.hint() or "")
