@@ -35,8 +35,8 @@ _FRAME = re.compile(
     r"^(?P<sym>[^\s+]+)\+0x(?P<off>[0-9a-fA-F]+)/0x(?P<size>[0-9a-fA-F]+)(?: \[(?P<mod>[^\] ]+)[^\]]*\])?$"
 )
 _LOCATION = re.compile(r"^(?P<file>.*):(?P<line>\d+|\?)(?: \(discriminator \d+\))?$")
-#: Bump when what a cache entry holds changes.
-_CACHE_LAYOUT = "1"
+#: Bump when what a cache entry holds, or how a frame is matched to a symbol, changes.
+_CACHE_LAYOUT = "2"
 VMLINUX = "vmlinux"
 #: Below this share of frames whose printed size equals the ELF size, a dump is another build's (a dump of the
 #: build itself: 98.7 % for a debuginfo run's dump; tests/fixtures/report_po612.txt.xz, another 6.12 config: 44 %).
