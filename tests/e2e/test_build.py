@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -200,7 +201,8 @@ def test_failed_build_shows_the_tail_and_the_log_and_exits_4(default_kernel: Bui
     frag = fragment(tmp_path, 'CONFIG_INITRAMFS_SOURCE="/nonexistent/pagelab-test-initramfs"\n')
     proc = subprocess.run([*PAGELAB, "build", "--fragment", frag], capture_output=True, text=True, check=False)
     assert proc.returncode == 4, proc.stderr
-    assert "kernel build failed" in proc.stderr and "last 40 lines" in proc.stderr
+    # pagelab/procs.py step_failed: the status, the log's last lines (at most 40), where the full log is.
+    assert re.search(r"kernel build failed \(exit 2\); last \d+ lines:\n", proc.stderr), proc.stderr
     log = Path(proc.stderr.rsplit("full log:", 1)[1].split()[0])
     assert log.is_file() and "pagelab-test-initramfs" in proc.stderr
     assert not (log.parent / "metadata.json").exists()
