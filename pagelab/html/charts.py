@@ -179,7 +179,7 @@ def _frame_colour(name: str, depth: int) -> str:
 
 
 # -- pageblock map -----------------------------------------------------------------------------------
-def blockmap_svg(bm: BlockMap, *, columns: int = 64, cell: int = 11, owners: int = 3) -> Html:
+def blockmap_svg(bm: BlockMap, *, columns: int = 64, cell: int | None = None, owners: int = 3) -> Html:
     """Physical memory by PFN, one cell per pageblock from the first to the last block holding a page.
 
     Cells are coloured by the block's migratetype (from the records' ``Block N type X``); a block holding
@@ -189,6 +189,8 @@ def blockmap_svg(bm: BlockMap, *, columns: int = 64, cell: int = 11, owners: int
     first, last = bm.span()
     first -= first % columns
     rows = (last - first) // columns + 1
+    if cell is None:
+        cell = 18 if rows <= 32 else 11  # big cells for a small guest (512 MiB is two rows of order-10 blocks)
     pages_per_block = 1 << bm.order
     width, height = columns * cell, rows * cell
     cells: list[Html] = []

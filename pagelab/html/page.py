@@ -9,6 +9,7 @@ zoom to the icicle. Fields other stages may add to report.json (``suspects[].ver
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -112,8 +113,26 @@ def _status(status: str | None) -> Html:
     return fmt('<span class="status {}">{}</span>', s, s)
 
 
+_H2 = re.compile(r"<h2>([^<(]+)")
+
+
+def _anchored(body: str) -> tuple[Html, Html]:
+    """Give every section heading an anchor, and a navigation line linking them (fragment links only)."""
+    links: list[Html] = []
+
+    def anchor(m: re.Match[str]) -> str:
+        title = m.group(1).strip()
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        links.append(fmt('<a href="#{}">{}</a>', slug, Html(title)))  # already escaped text of our markup
+        return f'<a id="{slug}"></a>{m.group(0)}'
+
+    out = _H2.sub(anchor, body)
+    return Html(out), fmt('<nav class="sub">{}</nav>', join(links, " · "))
+
+
 def _page(title: str, subtitle: str, sections: Sequence[Html]) -> Html:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    body, nav = _anchored(join(sections))
     return fmt(
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -121,13 +140,14 @@ def _page(title: str, subtitle: str, sections: Sequence[Html]) -> Html:
         # An empty data: icon: browsers would otherwise ask for /favicon.ico beside the file.
         '<link rel="icon" href="data:,">'
         "<title>{title}</title><style>{css}</style></head><body>"
-        "<h1>{title}</h1><p class=sub>{subtitle}</p>{body}"
+        "<h1>{title}</h1><p class=sub>{subtitle}</p>{nav}{body}"
         "<footer>pagelab {version} · generated {stamp} · self-contained: no network, no external files</footer>"
         "<script>{js}</script></body></html>\n",
         title=title,
         subtitle=subtitle,
         css=Html(CSS),
-        body=join(sections),
+        nav=nav,
+        body=body,
         version=__version__,
         stamp=stamp,
         js=Html(JS),
@@ -204,7 +224,11 @@ def _suspects(report: Mapping[str, Any]) -> Html:
                 cohorts=fmt("<details><summary>cohorts</summary>{}</details>", _generic(s["cohorts"]))
                 if s.get("cohorts") is not None
                 else "",
-                extras=_kv([(k, _short(s[k])) for k in extras]) if extras else "",
+                extras=fmt(
+                    "<details><summary>more fields</summary>{}</details>", _kv([(k, _short(s[k])) for k in extras])
+                )
+                if extras
+                else "",
                 frames=_frames(s.get("frames") or [], s.get("source")),
             )
         )
