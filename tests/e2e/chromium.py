@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websocket
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Skipped on a developer machine without Chromium; in CI (scripts/setup-host.sh installs it) a missing
+# browser is a failure, not a skip.
+requires_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed (scripts/setup-host.sh)"
+)
 _LISTENING = re.compile(r"DevTools listening on (ws://\S+)")
 
 

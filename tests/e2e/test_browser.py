@@ -9,14 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chromium import CHROMIUM, Chromium, PageLoad, pixel_variety
+from chromium import Chromium, PageLoad, pixel_variety, requires_chromium
 
 from pagelab.cli import main
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None and not __import__("os").environ.get("CI"), reason="chromium not installed"),
-]
+pytestmark = [pytest.mark.slow, requires_chromium]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from chromium import CHROMIUM, Chromium, pixel_variety
+from chromium import Chromium, pixel_variety, requires_chromium
 
 from pagelab.cli import main
 
@@ -77,7 +77,7 @@ def test_report_by_pollution_of_the_snapshot_agrees_with_the_run(frag_run: Path,
     assert json.loads(out.read_text())["pollution"] == report["pollution"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup-host.sh)")
+@requires_chromium
 def test_the_run_report_and_a_diff_load_clean_in_chromium(frag_run: Path, tmp_path: Path) -> None:
     html = frag_run / "report.html"
     page = html.read_text()
