@@ -238,9 +238,6 @@ class Symbolizer:
             if binary is None:
                 self.stats.missing_modules.add(str(module))
                 continue
-            if binary is self.vmlinux and self.vmlinux.agreement(list(group.values())) < MIN_AGREEMENT:
-                self.stats.mismatched = True  # another build's dump: its lines would be wrong ones
-                continue
             found = self._resolve_binary(binary, {f.key: f for f in group.values()})
             for text, f in group.items():
                 out[text] = found.get(f.key)
@@ -254,6 +251,10 @@ class Symbolizer:
         # lookup saves).
         known = _load(cache) if cache else {}
         todo = {k: f for k, f in frames.items() if k not in known}
+        # Only when something must be looked up: reading vmlinux's symbol table costs more than a cached answer.
+        if todo and binary is self.vmlinux and binary.agreement(list(frames.values())) < MIN_AGREEMENT:
+            self.stats.mismatched = True  # another build's dump: its lines would be wrong ones
+            return {}
         self.stats.cached += len(frames) - len(todo)
         fresh = self._addr2line(binary, todo) if todo else {}
         if fresh:
