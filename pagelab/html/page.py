@@ -155,11 +155,15 @@ def _page(title: str, subtitle: str, sections: Sequence[Html]) -> Html:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-def _frames(frames: Sequence[str], source: str | None = None) -> Html:
-    """Folded (root→leaf, one line) and as printed from the callsite down, with the source line if known."""
+def _frames(frames: Sequence[str], source: str | None = None, frame_sources: Sequence[Any] | None = None) -> Html:
+    """Folded (root→leaf, one line) and as printed from the callsite down, with the source lines if known
+    (``source`` for the callsite, ``frame_sources`` one per frame, as pagelab/source/lens.py gives them)."""
     start = callsite_index(frames)
     folded = ";".join(folded_frame(f) for f in reversed(frames)) or "(no stack)"
     shown = list(frames[start : start + _FRAMES_SHOWN])
+    if frame_sources is not None and len(frame_sources) == len(frames):
+        where = frame_sources[start : start + _FRAMES_SHOWN]
+        shown = [f"{f}  ({w})" if w else f for f, w in zip(shown, where, strict=True)]
     more = len(frames) - start - len(shown)
     lines = ([f"({start} allocator frames: {frames[0]} …)"] if start else []) + shown
     if more > 0:
@@ -229,7 +233,7 @@ def _suspects(report: Mapping[str, Any]) -> Html:
                 )
                 if extras
                 else "",
-                frames=_frames(s.get("frames") or [], s.get("source")),
+                frames=_frames(s.get("frames") or [], s.get("source"), s.get("frame_sources")),
             )
         )
     more = len(suspects) - 25
@@ -255,6 +259,7 @@ _SUSPECT_KEYS = {
     "cohorts",
     "source",
     "subsystem",
+    "frame_sources",
 }
 
 

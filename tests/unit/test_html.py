@@ -132,9 +132,11 @@ def test_verdicts_cohorts_and_source_lines_show_when_present_and_absence_is_fine
     rich["suspects"][0].update(
         verdict="cache", cohorts=[{"age": "old", "pages": 4}], source="mm/shmem.c:1823", subsystem="SHMEM", ages=[1, 2]
     )
+    rich["suspects"][0]["frame_sources"] = ["mm/shmem.c:1823"]
     page = run_page(rich, snapshot=None, blocks=None)
     assert '<span class="status cache">cache</span>' in page
     assert "mm/shmem.c:1823" in page and "SHMEM" in page and "<th>age</th>" in page and "ages" in page
+    assert "x+1/2  (mm/shmem.c:1823)" in page  # the frame with its own source line
     assert "Not available: no snapshot was taken" in page
 
 
