@@ -58,17 +58,20 @@ print(json.dumps({"parse_s": t1 - t0, "analysis_s": t2 - t1, "records": sum(s.re
 
 
 def measure(tree: Path, run_dir: Path, mode: str) -> tuple[float, int, dict]:
-    """Wall seconds, peak RSS (KiB) and the child's own figures for one analysis in a fresh process."""
+    """Wall seconds, peak RSS (KiB) and the child's own figures (plus its CPU seconds) for one analysis."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.NamedTemporaryFile("r") as rss:
-        cmd = ["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name, sys.executable, "-c", CHILD, str(run_dir), mode]
+        cmd = ["/usr/bin/time", "-q", "-f", "%M %U %S", "-o", rss.name, sys.executable, "-c", CHILD, str(run_dir), mode]
         t0 = time.perf_counter()
         # cwd elsewhere: ``python -c`` puts the cwd first on sys.path, before PYTHONPATH's tree.
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=tempfile.gettempdir())
         wall = time.perf_counter() - t0
         if res.returncode != 0:
             raise SystemExit(f"{mode}: exited {res.returncode}: {res.stderr[-2000:]}")
-        return wall, int(rss.read().strip() or 0), json.loads(res.stdout.strip().splitlines()[-1])
+        peak, user, system = rss.read().split()
+        child = json.loads(res.stdout.strip().splitlines()[-1])
+        child["cpu_s"] = float(user) + float(system)
+        return wall, int(peak), child
 
 
 def baseline_tree(rev: str, into: Path) -> Path:
@@ -113,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
             (f"baseline ({args.baseline_rev})", baseline_tree(args.baseline_rev, Path(tmp.name) / "base"), "old")
         )
     rows += [("without identities", ROOT, "without"), ("with identities", ROOT, "with")]
+    # Rounds interleave the rows, so that a change in the (shared) host's load hits every row alike.
+    measured: dict[str, list[tuple[float, int, dict]]] = {name: [] for name, _, _ in rows}
+    for _ in range(args.repeat):
+        for name, tree, mode in rows:
+            measured[name].append(measure(tree, run_dir, mode))
+            wall, peak, child = measured[name][-1]
+            print(f"{name}: {wall:.1f} s, CPU {child['cpu_s']:.1f} s, {peak / 1024:.0f} MiB", file=sys.stderr)
     results = []
-    for name, tree, mode in rows:
-        runs = sorted((measure(tree, run_dir, mode) for _ in range(args.repeat)), key=lambda r: r[0])
+    for name, _, _ in rows:
+        runs = sorted(measured[name], key=lambda r: r[0])
         middle = runs[(len(runs) - 1) // 2]  # the median run (the lower one of two): its own parse/analysis split
         results.append((name, middle[0], max(r[1] for r in runs), middle[2]))
-        print(f"{name}: {results[-1][1]:.1f} s, {results[-1][2] / 1024:.0f} MiB", file=sys.stderr)
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(
@@ -129,15 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         f"Run: {len(sizes)} snapshots of {statistics.mean(sizes) / 1e6:.0f} MB "
         f"({results[-1][3]['records']:,} records in all), median of {args.repeat}\n"
     )
-    print("| analysis | wall s | parse s | suspects+JSON s | peak RSS MiB | verdicts |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| analysis | wall s | CPU s | parse s | suspects+JSON s | peak RSS MiB | verdicts |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name, wall, rss, child in results:
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(child["verdicts"].items()))
-        cells = [name, f"{wall:.1f}", f"{child['parse_s']:.1f}", f"{child['analysis_s']:.2f}", f"{rss / 1024:.0f}"]
+        cells = [name, f"{wall:.1f}", f"{child['cpu_s']:.1f}", f"{child['parse_s']:.1f}", f"{child['analysis_s']:.2f}"]
+        cells.append(f"{rss / 1024:.0f}")
         print("| " + " | ".join([*cells, verdicts]) + " |")
     base = results[-2]
     new = results[-1]
-    print(f"\nwith / without: time ×{new[1] / base[1]:.2f}, peak RSS {(new[2] - base[2]) / 1024:+.0f} MiB")
+    print(
+        f"\nwith / without: wall ×{new[1] / base[1]:.2f}, CPU ×{new[3]['cpu_s'] / base[3]['cpu_s']:.2f}, "
+        f"peak RSS {(new[2] - base[2]) / 1024:+.0f} MiB"
+    )
     return 0
 
 
