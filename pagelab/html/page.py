@@ -263,14 +263,15 @@ _SUSPECT_KEYS = {
 }
 
 
-def _top_stacks(snap: Snapshot, top: int) -> Html:
+def _top_stacks(snap: Snapshot, top: int, sources: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None) -> Html:
     ranked = snap.ranked()[:top]
+    where = sources or {}
     total = snap.total_pages or 1
     rows = join(
         fmt(
             '<tr><td class="n">{i}</td><td class="n">{p}</td><td class="n">{m}</td>'
             '<td><span class="bar" style="width:{w}px"></span></td><td><code>{cs}</code> '
-            '<span class="dim">{mod} · {cls}</span>{frames}</td></tr>',
+            '<span class="dim">{mod} · {cls}{sub}</span>{frames}</td></tr>',
             i=i,
             p=_num(st.pages),
             m=_mib(st.pages),
@@ -278,7 +279,10 @@ def _top_stacks(snap: Snapshot, top: int) -> Html:
             cs=st.callsite,
             mod=st.module or BUILTIN_MODULE,
             cls=st.cls,
-            frames=_frames(st.stack),
+            sub=fmt(" · {}", where[st.stack]["subsystem"]) if where.get(st.stack, {}).get("subsystem") else "",
+            frames=_frames(
+                st.stack, where.get(st.stack, {}).get("source"), where.get(st.stack, {}).get("frame_sources")
+            ),
         )
         for i, st in enumerate(ranked, 1)
     )
@@ -492,8 +496,18 @@ def run_page(
     return _page(f"pagelab run: {status or 'unknown'}", sub, sections)
 
 
-def report_page(snap: Snapshot, blocks: BlockMap | None, *, top: int = 15, why_no_map: str | None = None) -> Html:
-    """The page of ``pagelab report --html``: totals, top owners, icicle, pageblock map, culprits."""
+def report_page(
+    snap: Snapshot,
+    blocks: BlockMap | None,
+    *,
+    top: int = 15,
+    why_no_map: str | None = None,
+    sources: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None,
+) -> Html:
+    """The page of ``pagelab report --html``: totals, top owners, icicle, pageblock map, culprits.
+
+    ``sources``: per stack, ``source``/``subsystem``/``frame_sources`` (``report --build``, pagelab/source/).
+    """
     frag = snap.fragmentation()
     rows: list[tuple[str, object]] = [
         ("input", snap.source),
@@ -506,7 +520,7 @@ def report_page(snap: Snapshot, blocks: BlockMap | None, *, top: int = 15, why_n
     ]
     sections = [
         fmt("<h2>Summary</h2>{}", _kv(rows)),
-        _top_stacks(snap, top),
+        _top_stacks(snap, top, sources),
         _top_comms(snap, 10),
         _icicle(snap),
         _blockmap(blocks, snap.label, why_no_map),

@@ -101,7 +101,9 @@ def report(opts: ReportOptions, ui: UI) -> int:
     if opts.html:
         from pagelab import html
 
-        html.write_html(opts.html, html.report_page(snap, blocks, top=opts.top, why_no_map=_no_map(opts.input)))
+        sources = {stack: w.to_json() for stack, w in where.items()}
+        page = html.report_page(snap, blocks, top=opts.top, why_no_map=_no_map(opts.input), sources=sources)
+        html.write_html(opts.html, page)
     if opts.csv:
         with export.open_output(opts.csv, "--csv") as fp:
             export.write_csv(snap, fp)

@@ -101,6 +101,15 @@ def test_the_report_page_has_every_section(fixtures: Path) -> None:
     assert_self_contained(page)
 
 
+def test_report_page_shows_source_lines_when_given(fixtures: Path) -> None:
+    snap = load_snapshot(fixtures / "parse_6_12_frag.txt.xz")
+    top = snap.ranked()[0]
+    where = {"source": "fs/inode.c:261", "subsystem": "FILESYSTEMS (VFS)", "frame_sources": [None] * len(top.stack)}
+    where["frame_sources"][-1] = "fs/namei.c:4000"
+    page = report_page(snap, None, sources={top.stack: where})
+    assert "fs/inode.c:261" in page and " · FILESYSTEMS (VFS)" in page and "  (fs/namei.c:4000)" in page
+
+
 def test_show_stacks_input_says_why_there_is_no_map(fixtures: Path) -> None:
     page = report_page(load_snapshot(fixtures / "report_ss612.txt.xz"), None)
     assert "Not available: the input has no PFN lines" in page
