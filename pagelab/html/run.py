@@ -47,7 +47,7 @@ def last_blockmap(taken: Sequence[_Taken], ui: UI) -> BlockMap | None:
     last = taken[-1]
     try:
         return scan(last.path)
-    except (PagelabError, OSError) as err:
+    except Exception as err:  # a bad snapshot or a bug here must not cost the run its report.json
         ui.warn(f"pageblock map of {last.path}: {err}")
         return None
 

@@ -188,3 +188,22 @@ def test_the_icicle_width_is_bounded_and_sums_pages(fixtures: Path, name: str) -
     svg = icicle_svg(snap)
     assert f"{snap.total_pages:,} pages (100.0 %)" in svg  # the root
     assert svg.count('<g class="n"') < 3000
+
+
+def test_an_unreadable_last_snapshot_costs_the_run_only_its_map(fixtures: Path, tmp_path: Path, capsys) -> None:
+    from dataclasses import dataclass
+
+    from pagelab.html.run import last_blockmap
+
+    @dataclass
+    class Taken:  # what the collector's SnapshotFile offers
+        label: str
+        path: Path
+        snapshot: object
+        stacks_path: Path | None = None
+
+    snap = load_snapshot(fixtures / "parse_6_12_frag.txt.xz")
+    assert last_blockmap([Taken("iter1", tmp_path / "gone.page_owner.zst", snap)], UI(plain=True)) is None
+    assert "pageblock map of" in capsys.readouterr().err
+    bm = last_blockmap([Taken("iter1", fixtures / "parse_6_12_frag.txt.xz", snap)], UI(plain=True))
+    assert bm is not None and bm.mixed_blocks == 2
