@@ -207,3 +207,42 @@ def test_an_unreadable_last_snapshot_costs_the_run_only_its_map(fixtures: Path, 
     assert "pageblock map of" in capsys.readouterr().err
     bm = last_blockmap([Taken("iter1", fixtures / "parse_6_12_frag.txt.xz", snap)], UI(plain=True))
     assert bm is not None and bm.mixed_blocks == 2
+
+
+@pytest.mark.parametrize("stop", ["crash", "error"])
+def test_a_run_that_stops_still_writes_report_html_and_pollution(fixtures: Path, tmp_path: Path, stop: str) -> None:
+    import lzma
+
+    import zstandard
+
+    from pagelab.cli import build_parser
+    from pagelab.collect.collector import SnapshotFile
+    from pagelab.pageowner.analyse import SnapshotBuilder
+    from pagelab.run.artifacts import RunDir
+    from pagelab.run.pipeline import RunState, _analyse, _write_artifacts
+    from pagelab.run.profiles import settings_from
+    from pagelab.settings import given
+
+    args = build_parser().parse_args(["run", "--workload", "true"])
+    state = RunState(settings_from(given(args), args.profile), RunDir(tmp_path / "out"))
+    data = lzma.decompress((fixtures / "parse_6_12_frag.txt.xz").read_bytes())
+    for i, label in enumerate(("baseline", "iter1")):
+        b = SnapshotBuilder(label=label, source=label)
+        b.feed(data)
+        path = state.out.snapshots / f"{i:02d}-{label}.page_owner.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+        state.snapshots.append(SnapshotFile(i, label, path, b.finish(), 1.0, len(data), 1, 1))
+    if stop == "crash":
+        state.crashes.append({"kind": "oops", "title": "<b>BUG</b>", "excerpt": "kernel BUG at mm/slub.c:42!"})
+    else:
+        state.error = "SSH lost <script>"
+    ui = UI(plain=True, quiet=True)
+    _write_artifacts(state, _analyse(state, ui), ui, None)
+    page = (state.out.path / "report.html").read_text()
+    assert f'<span class="status {stop}">{stop}</span>' in page and "<h2>Pageblock map (iter1)" in page
+    if stop == "crash":
+        assert "kernel BUG at mm/slub.c:42!" in page and "&lt;b&gt;BUG&lt;/b&gt;" in page and "<b>BUG" not in page
+    else:
+        assert "SSH lost &lt;script&gt;" in page and page.count("<script") == 1
+    report = json.loads((state.out.path / "report.json").read_text())
+    assert report["pollution"]["culprits"][0]["callsite"] == "alloc_inode"
