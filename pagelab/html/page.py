@@ -455,6 +455,7 @@ def run_page(
         ("kernel", report.get("kernel") or "?"),
         ("accel", report.get("accel")),
         *summary,
+        ("workloads", ", ".join(dict.fromkeys(str(w.get("spec")) for w in report.get("workloads") or []))),
         ("timings", timing_text),
         ("fail on growth", report.get("fail_on_growth")),
     ]

@@ -53,7 +53,13 @@ def last_blockmap(taken: Sequence[_Taken], ui: UI) -> BlockMap | None:
 
 
 def write_run_html(
-    out: Path, report: Mapping[str, Any], taken: Sequence[_Taken], blocks: BlockMap | None, ui: UI
+    out: Path,
+    report: Mapping[str, Any],
+    taken: Sequence[_Taken],
+    blocks: BlockMap | None,
+    ui: UI,
+    *,
+    exit_code: int | None = None,
 ) -> None:
     """Write ``out/report.html``; never raises for a rendering failure (an error page replaces the report)."""
     target = out / REPORT_HTML
@@ -70,6 +76,7 @@ def write_run_html(
             blocks=blocks,
             artifacts=artifacts,
             snapshot_links=links,
+            summary=[("exit code", exit_code)] if exit_code is not None else (),
         )
     except Exception as err:  # the report must not cost the run its other artifacts
         ui.warn(f"{target}: could not render the report ({type(err).__name__}: {err}); writing an error page")

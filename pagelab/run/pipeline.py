@@ -467,7 +467,7 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     meta["profile"] = state.settings.profile
     out.write_json(out.metadata_json, meta)
     out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
-    write_run_html(out.path, outcome.report, state.snapshots, blocks, ui)
+    write_run_html(out.path, outcome.report, state.snapshots, blocks, ui, exit_code=outcome.exit_code)
     if json_out:
         with open_output(json_out) as fp:
             json.dump(outcome.report, fp, indent=2)

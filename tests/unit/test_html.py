@@ -240,6 +240,7 @@ def test_a_run_that_stops_still_writes_report_html_and_pollution(fixtures: Path,
     _write_artifacts(state, _analyse(state, ui), ui, None)
     page = (state.out.path / "report.html").read_text()
     assert f'<span class="status {stop}">{stop}</span>' in page and "<h2>Pageblock map (iter1)" in page
+    assert f"<td>exit code</td><td>{3 if stop == 'crash' else 4}</td>" in page
     if stop == "crash":
         assert "kernel BUG at mm/slub.c:42!" in page and "&lt;b&gt;BUG&lt;/b&gt;" in page and "<b>BUG" not in page
     else:
