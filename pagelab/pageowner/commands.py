@@ -72,7 +72,8 @@ def report(opts: ReportOptions, ui: UI) -> int:
     for expr in opts.filters:
         analyse.parse_filter(expr)  # usage errors before reading a large input
     with ui.progress(f"reading {opts.input}"):
-        snap = analyse.load_snapshot(opts.input, stacks=handles.load_stacks(opts.stacks) if opts.stacks else None)
+        table = handles.load_stacks(opts.stacks) if opts.stacks else None
+        snap = analyse.load_snapshot(opts.input, stacks=table)
     for warning in snap.warnings:
         ui.warn(warning)
     if min_age is not None:
@@ -86,7 +87,7 @@ def report(opts: ReportOptions, ui: UI) -> int:
         ui, snap, top=opts.top, views=[k for k in views if k not in missing], notes=src.notes_for(where)
     )
     src.render_views(ui, snap, source_views, where, opts.top)
-    blocks = pollution.blocks_for(snap, opts.input, ui) if by_pollution or opts.html else None
+    blocks = pollution.blocks_for(snap, opts.input, ui, table) if by_pollution or opts.html else None
     if by_pollution and blocks is not None:
         pollution.render_pollution(ui, blocks, top=opts.top)
     elif by_pollution:
@@ -148,7 +149,7 @@ def diff(opts: DiffOptions, ui: UI) -> int:
     if opts.html:
         from pagelab import html
 
-        blocks = pollution.blocks_for(after, opts.after, ui)
+        blocks = pollution.blocks_for(after, opts.after, ui, table)
         page = html.diff_page(out, after, blocks, top=opts.top, why_no_map=_no_map(opts.after))
         html.write_html(opts.html, page)
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -221,13 +221,15 @@ def scan(
     source: str | os.PathLike[str] | BinaryIO,
     name: str | None = None,
     keep: Callable[[Record], bool] | None = None,
+    stacks: Mapping[int, bytes] | None = None,
 ) -> BlockMap:
     """The pageblock map of a dump (path, or a binary stream; compressed too), of the records ``keep`` accepts.
 
+    ``stacks`` resolves a handle-mode dump (pageowner/handles.py), as for report --stacks.
     Raises InputError for an unreadable or malformed input, or a show_stacks file (it has no PFNs).
     """
     order = detect_pageblock_order(source) if isinstance(source, str | os.PathLike) else None
-    records = iter_records(source, name)
+    records = iter_records(source, name, stacks=stacks)
     return BlockMap.from_records(records if keep is None else filter(keep, records), order or PAGEBLOCK_ORDER)
 
 
@@ -299,7 +301,7 @@ def split_views(by: Iterable[str]) -> tuple[bool, list[str]]:
     return asked, rest
 
 
-def blocks_for(snap: Snapshot, path: str, ui: UI) -> BlockMap | None:
+def blocks_for(snap: Snapshot, path: str, ui: UI, stacks: Mapping[int, bytes] | None = None) -> BlockMap | None:
     """The pageblock map of the dump ``snap`` was read from (re-read from ``path``, honouring its filters),
     or None for show_stacks input or stdin. Raises InputError if the file changed into something unreadable.
     """
@@ -307,4 +309,4 @@ def blocks_for(snap: Snapshot, path: str, ui: UI) -> BlockMap | None:
         return None
     keep = (lambda r: row_key(r) in snap.rows) if snap.filters else None
     with ui.progress(f"mapping pageblocks of {path}"):
-        return scan(path, snap.source, keep)
+        return scan(path, snap.source, keep, stacks)

@@ -163,6 +163,8 @@ def test_report_sort_and_diff_take_stacks(tmp_path: Path, dump612: bytes) -> Non
     j1 = json.loads((tmp_path / "r1.json").read_text().replace("s/d.txt", "X"))
     j2 = json.loads((tmp_path / "r2.json").read_text().replace("h/d.txt", "X"))
     assert j1 == j2 and ref.stdout.replace("s/d.txt", "X") == got.stdout.replace("h/d.txt", "X")
+    # The pageblock map (--by pollution, --html) reads the dump a second time, through the same stacks.
+    assert run("report", "h/d.txt", "--stacks", "st.txt", "--by", "pollution").returncode == 0
     refused = run("report", "h/d.txt")
     assert refused.returncode == 2 and "--stacks FILE" in refused.stderr and refused.stderr.count("\n") == 1
     assert run("sort", "s/d.txt", "o1.txt").returncode == 0
