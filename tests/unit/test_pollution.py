@@ -89,7 +89,9 @@ def test_an_undecided_pageblock_order_is_none() -> None:
     assert pageblock_order_of(both) is None
 
 
-@pytest.mark.parametrize("name", ["parse_6_12_frag.txt.xz", "sort_po612.txt.xz", "report_po612.txt.xz"])
+@pytest.mark.parametrize(
+    "name", ["parse_6_12_frag.txt.xz", "sort_po612.txt.xz", "report_po612.txt.xz", "sort_edge612.txt.xz"]
+)
 def test_the_ranking_matches_an_independent_count_of_the_dump(fixtures: Path, name: str) -> None:
     expected = independent_culprits(dump(fixtures, name))
     bm = scan(fixtures / name)
