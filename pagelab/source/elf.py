@@ -20,6 +20,8 @@ _SHT_SYMTAB = 2
 _SHT_NOTE = 7
 _SHT_NOBITS = 8
 _STT_FUNC = 2
+_STT_NOTYPE = 0
+_SHF_EXECINSTR = 0x4
 _NT_GNU_BUILD_ID = 3
 ET_REL = 1
 
@@ -32,6 +34,7 @@ class ElfError(Exception):
 class Section:
     name: str
     type: int
+    flags: int
     addr: int
     offset: int
     size: int
@@ -74,7 +77,7 @@ class Elf:
             raise ElfError(f"{path}: cannot read ({err.strerror or err})") from None
         except (struct.error, IndexError):
             raise ElfError(f"{path}: malformed ELF headers") from None
-        self.sections = [Section(_cstr(names, h[0]), h[1], h[3], h[4], h[5], h[6], h[9]) for h in raw]
+        self.sections = [Section(_cstr(names, h[0]), h[1], h[2], h[3], h[4], h[5], h[6], h[9]) for h in raw]
 
     def _read(self, sec: Section) -> bytes:
         if sec.type == _SHT_NOBITS:
@@ -110,7 +113,11 @@ class Elf:
         return None
 
     def functions(self) -> dict[str, list[Symbol]]:
-        """Function symbols by name (a static name can occur several times: every definition is kept)."""
+        """Code symbols by name (a static name can occur several times: every definition is kept).
+
+        Functions, and the untyped symbols of executable sections: assembly entry points
+        (``asm_exc_page_fault``, ``entry_SYSCALL_64_after_hwframe``) are SYM_CODE, not STT_FUNC.
+        """
         out: dict[str, list[Symbol]] = {}
         for sec in self.sections:
             if sec.type != _SHT_SYMTAB:
@@ -118,7 +125,10 @@ class Elf:
             strtab = self._read(self.sections[sec.link])
             data = self._read(sec)
             for name_off, info, _other, shndx, value, size in _SYM.iter_unpack(data[: len(data) // 24 * 24]):
-                if info & 0xF != _STT_FUNC or shndx == 0 or shndx >= len(self.sections):
+                if shndx == 0 or shndx >= len(self.sections):
+                    continue
+                kind = info & 0xF
+                if kind != _STT_FUNC and not (kind == _STT_NOTYPE and self.sections[shndx].flags & _SHF_EXECINSTR):
                     continue
                 name = _cstr(strtab, name_off)
                 out.setdefault(name, []).append(Symbol(name, value, size, self.sections[shndx].name))

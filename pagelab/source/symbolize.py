@@ -36,7 +36,7 @@ _FRAME = re.compile(
 )
 _LOCATION = re.compile(r"^(?P<file>.*):(?P<line>\d+|\?)(?: \(discriminator \d+\))?$")
 #: Bump when what a cache entry holds, or how a frame is matched to a symbol, changes.
-_CACHE_LAYOUT = "2"
+_CACHE_LAYOUT = "3"
 VMLINUX = "vmlinux"
 #: Below this share of frames whose printed size equals the ELF size, a dump is another build's (a dump of the
 #: build itself: 98.7 % for a debuginfo run's dump; tests/fixtures/report_po612.txt.xz, another 6.12 config: 44 %).
@@ -141,7 +141,9 @@ class Binary:
         if exact is not None or len(defs) != 1:
             return exact
         only = defs[0]
-        return only if frame.size >= only.size and max(frame.offset - 1, 0) < only.size else None
+        # An assembly label may have no ELF size at all (entry_SYSCALL_64_after_hwframe): the printed one holds.
+        inside = max(frame.offset - 1, 0) < (only.size or frame.size)
+        return only if frame.size >= only.size and inside else None
 
     def agreement(self, frames: Sequence[Frame]) -> float:
         """The share of ``frames`` whose printed size is exactly the ELF size of a definition here: near 1
