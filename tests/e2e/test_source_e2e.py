@@ -172,7 +172,8 @@ def test_every_distinct_frame_resolves_in_one_batch_per_binary_then_from_the_cac
     first = cold.resolve(frames)
     assert cold.stats.processes <= 1 + 2 * len(modules)  # vmlinux once; a module once per text section
     assert not cold.stats.missing_modules and "leaky" in modules
-    assert sum(v is not None for v in first.values()) >= 0.95 * len(frames)
+    # Every frame with a symbol resolves: C functions, assembly entry points, the module's functions.
+    assert [f for f in frames if parse(f) is not None and first[f] is None] == []
     assert all(first[f] is not None for f in frames if f.endswith("[leaky]"))
     warm = Symbolizer(build.build_dir, kos)
     parsed = sum(parse(f) is not None for f in frames)  # a raw address (freed module init text) has no key
