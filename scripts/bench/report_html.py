@@ -74,7 +74,7 @@ def browser_times(url: str, repeat: int, profile: Path) -> tuple[float, float, f
     errors = 0
     for i in range(repeat):
         with Chromium(profile / f"p{i}") as b:
-            res = b.load(url, settle=0.2)
+            res = b.load(url, settle=0.2, scale=1.0)
             loads.append(res.load_seconds)
             paints.append(res.paint_seconds)
             page.append(res.page_ms / 1000)

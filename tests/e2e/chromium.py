@@ -146,8 +146,11 @@ class Chromium:
         return msg if "method" in msg else None
 
     # -- pages ------------------------------------------------------------------------------------
-    def load(self, url: str, *, timeout: float = 60.0, settle: float = 1.0, max_height: int = 4000) -> PageLoad:
-        """Navigate to ``url``, wait for the load event and ``settle`` more seconds, take a full-page screenshot."""
+    def load(
+        self, url: str, *, timeout: float = 60.0, settle: float = 1.0, max_height: int = 4000, scale: float = 0.5
+    ) -> PageLoad:
+        """Navigate to ``url``, wait for the load event and ``settle`` more seconds, take a full-page screenshot
+        (``scale``: half size by default, so that decoding it in pure Python for pixel_variety stays quick)."""
         result = PageLoad(url)
         self._events.clear()
         t0 = time.perf_counter()
@@ -177,7 +180,7 @@ class Chromium:
         result.page_ms = float(painted["result"]["value"])
         metrics = self.call("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
-        clip = {"x": 0, "y": 0, "width": self.width, "height": min(int(size["height"]), max_height), "scale": 1}
+        clip = {"x": 0, "y": 0, "width": self.width, "height": min(int(size["height"]), max_height), "scale": scale}
         shot = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
         result.screenshot_seconds = time.perf_counter() - t0
         result.screenshot = base64.b64decode(shot["data"])
