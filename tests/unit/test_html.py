@@ -247,3 +247,21 @@ def test_a_run_that_stops_still_writes_report_html_and_pollution(fixtures: Path,
         assert "SSH lost &lt;script&gt;" in page and page.count("<script") == 1
     report = json.loads((state.out.path / "report.json").read_text())
     assert report["pollution"]["culprits"][0]["callsite"] == "alloc_inode"
+
+
+def test_report_html_of_stdin_says_why_there_is_no_map(fixtures: Path, tmp_path: Path) -> None:
+    import lzma
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.html"
+    data = lzma.decompress((fixtures / "parse_6_12_frag.txt.xz").read_bytes())
+    res = subprocess.run(
+        [sys.executable, "-m", "pagelab", "report", "-", "--html", str(out)],
+        input=data,
+        capture_output=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    page = out.read_text()
+    assert "Not available: the input was read from stdin" in page and "<h2>Top owners" in page
