@@ -16,7 +16,7 @@ PACKAGES=(
   # benchmarks: GNU time (peak RSS of a tool process, scripts/bench/sort.py);
   # OpenSSH's client (the `ssh guest cat` baseline of scripts/bench/snapshot.py)
   time openssh-client
-  # report.html tests: headless Chromium (tests/e2e/chromium.py, scripts/bench/html.py)
+  # report.html tests: headless Chromium (tests/e2e/chromium.py, scripts/bench/report_html.py)
   chromium
 )
 
