@@ -38,12 +38,13 @@ fi
 keyring=${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}
 
 work=$(mktemp -d)
-chmod 755 "$work" # apt drops to the _apt user for downloads
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
 echo "deb [signed-by=$keyring] $mirror $SUITE main" >"$work/sources.list"
 O=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
   -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o Debug::NoLocking=1)
+# As root apt would drop to _apt for downloading, which cannot write into this private directory.
+[ "$(id -u)" -ne 0 ] || O+=(-o APT::Sandbox::User=root)
 
 echo "get-kernel-source: $PKG from $mirror $SUITE"
 apt-get "${O[@]}" -q update >/dev/null
