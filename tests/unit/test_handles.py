@@ -261,3 +261,22 @@ def test_real_7_3_show_handles_resolve_to_show_stacks(real73: dict[str, bytes]) 
     assert abs(total_r - total_d) <= 0.01 * total_d
     with pytest.raises(InputError, match="give it as --stacks FILE"):
         list(iter_items(io.BytesIO(real73["show_stacks_handles"])))
+
+
+def test_7x_slab_and_memcg_lines_follow_the_handle_and_stay_extra_lines() -> None:
+    # mm/page_owner.c (7.3) print_page_owner: header, PFN, stack or handle, migrate reason, then
+    # print_page_owner_memcg: "Slab cache page" (and no Charged line) for slab pages, else the memcg.
+    head = "Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 1, tgid 1 (init), ts 5 ns\n"
+    pfn = "PFN 0x{:x} type Unmovable Block 0 type Unmovable Flags 0x200(slab|zone=1)\n"
+    dump = (
+        head + pfn.format(1) + "handle: 7\nSlab cache page\n\n"
+        + head + pfn.format(2) + "handle: 7\nPage has been migrated, last migrate reason: compaction\n"
+        + "Charged (via objcg) to offline memcg leaky\n\n"
+    ).encode()  # fmt: skip
+    a, b = list(iter_records(io.BytesIO(dump), stacks={7: b" kmem_cache_alloc+0x1/0x2\n"}))
+    assert a.stack == b.stack == ("kmem_cache_alloc+0x1/0x2",) and a.handle is None
+    assert a.extra == ("Slab cache page",)
+    assert b.extra == (
+        "Page has been migrated, last migrate reason: compaction",
+        "Charged (via objcg) to offline memcg leaky",
+    )
