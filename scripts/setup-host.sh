@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   # kernel build
   build-essential flex bison bc libelf-dev libssl-dev dwarves cpio xz-utils zstd
+  # depmod for `make modules_install` (modules.dep in the guest), modinfo for the module tests
+  kmod
   # kernel sources: 6.12 is the default; 6.1 has the older dump format
   linux-source-6.12 linux-source-6.1
   # guest
