@@ -41,25 +41,50 @@ def shipped(directory: Path, suffix: str) -> dict[str, Path]:
 
 
 def is_file_spec(value: str, suffix: str, base_dir: Path | None = None) -> bool:
-    """Whether ``value`` names a user's file rather than a shipped one.
+    """Whether ``value``, as the user gave it, names their own file rather than a shipped one.
 
-    A file is an existing path (relative to ``base_dir``, else the working directory), or anything containing
-    ``/`` or ending in ``suffix``; everything else is a name.
+    Decided once, when a flag or a profile value is read (``pagelab/settings.py`` then makes a file absolute):
+    anything containing ``/``, starting with ``~`` or ending in ``suffix`` is a file, and so is an existing
+    regular file (relative to ``base_dir``, else the working directory). A directory of that name is not: it
+    is most likely an output directory (``--out smoke``) and must not hide the shipped ``smoke``.
     """
-    if "/" in value or value.endswith(suffix) or value.startswith("~"):
+    if looks_like_path(value, suffix):
         return True
-    return ((base_dir or Path.cwd()) / value).exists()
+    return bool(value) and ((base_dir or Path.cwd()) / value).is_file()
+
+
+def looks_like_path(value: str, suffix: str) -> bool:
+    """Whether ``value`` is a path by its spelling alone: no shipped name contains ``/`` or ends in ``suffix``."""
+    return "/" in value or value.endswith(suffix) or value.startswith("~")
 
 
 def resolve_named(value: str, directory: Path, suffix: str, option: str, base_dir: Path | None = None) -> Path:
-    """``option NAME|FILE`` → the file: a user's path as given (relative to ``base_dir``), or a shipped name.
+    """``option NAME|FILE`` as given by the user → the file: their path (relative to ``base_dir``) or a shipped name.
 
-    Raises UsageError (one line, listing the known names) for an unknown name; whether a user's file exists is
-    for the caller to report.
+    Raises UsageError (one line, listing the known names) for an empty value or an unknown name; whether a
+    user's file exists is for the caller to report.
     """
+    if not value:
+        raise UsageError(f"{option} '': expected a shipped name or a file")
     if is_file_spec(value, suffix, base_dir):
         path = Path(value).expanduser()
         return path if path.is_absolute() or base_dir is None else base_dir / path
+    return named(value, directory, suffix, option)
+
+
+def resolve_read(value: str, directory: Path, suffix: str, option: str) -> Path:
+    """A value that was already read (``pagelab/settings.py``) → the file, without asking the disk again.
+
+    Reading made every user's file absolute and left names as they were, so an absolute path (or anything
+    spelled like a path) is a file and anything else a shipped name, whatever the working directory holds now.
+    """
+    if looks_like_path(value, suffix):
+        return Path(value).expanduser()
+    return named(value, directory, suffix, option)
+
+
+def named(value: str, directory: Path, suffix: str, option: str) -> Path:
+    """The shipped file ``value``. Raises UsageError (one line, listing the known names) for an unknown name."""
     known = shipped(directory, suffix)
     if value not in known:
         names = ", ".join(known) or "none"

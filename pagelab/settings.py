@@ -363,8 +363,12 @@ def normalise(setting: Setting, value: str, base_dir: Path | None = None) -> str
     if setting.kind == "path":
         return _absolute(value, base_dir)
     if setting.kind == "source":
+        # A version (``7.3``) stays a name unless such a path exists; everything else is a path, made absolute
+        # now so the build stage (pagelab/kernel/source.py) never looks it up in another directory.
+        from pagelab.kernel.source import is_version_name
+
         exists = ((base_dir or Path.cwd()) / Path(value).expanduser()).exists()
-        return _absolute(value, base_dir) if exists or "/" in value else value
+        return value if is_version_name(value) and not exists else _absolute(value, base_dir)
     if setting.kind == "base":
         return value if value in BASES else _absolute(value, base_dir)
     if setting.kind == "fragment":

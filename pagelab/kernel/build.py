@@ -76,7 +76,7 @@ class BuildOptions:
 
     kernel_src: str | None = None
     base: str | None = None
-    fragments: list[str] = field(default_factory=list)  # shipped names (kconfigs/extras) or files
+    fragments: list[str] = field(default_factory=list)  # shipped names (kconfigs/extras) or absolute paths
     jobs: int | None = None
     make_vars: list[str] = field(default_factory=list)  # e.g. ["LLVM=1"]; part of the cache key
 

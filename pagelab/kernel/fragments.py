@@ -61,13 +61,20 @@ def shipped() -> dict[str, Fragment]:
 
 
 def is_file_spec(value: str, base_dir: Path | None = None) -> bool:
-    """``--fragment`` rule: an existing path, or anything with ``/`` or ending in ``.config``, is a file."""
+    """``--fragment`` as given: an existing regular file, or anything with ``/`` or ending in ``.config``, is a file.
+
+    Asked once, when the flag or profile value is read (pagelab/settings.py makes a file absolute then).
+    """
     return resources.is_file_spec(value, SUFFIX, base_dir)
 
 
-def resolve(value: str, base_dir: Path | None = None) -> Path:
-    """``--fragment NAME|FILE`` → the fragment file. Raises UsageError for an unknown name."""
-    return resources.resolve_named(value, extras_dir(), SUFFIX, "--fragment", base_dir)
+def resolve(value: str) -> Path:
+    """A read ``--fragment`` value (a shipped name or an absolute path) → the fragment file.
+
+    The working directory is not consulted again: a ``./thp`` there does not replace the shipped ``thp`` a
+    profile asked for. Raises UsageError for an unknown name.
+    """
+    return resources.resolve_read(value, extras_dir(), SUFFIX, "--fragment")
 
 
 def render_catalogue(ui: UI) -> None:

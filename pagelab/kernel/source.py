@@ -58,14 +58,21 @@ def resolve_source(spec: str | None, ui: UI) -> KernelSource:
     """
     if spec is None:
         return _from_tarball(_default_tarball(), ui)
-    path = Path(spec).expanduser()
-    if not path.exists() and _SHORT_NAME.fullmatch(spec):
+    # Flags and profile values were read already (pagelab/settings.py): a version that names an existing path
+    # was made absolute there, so a bare version here is Debian's, whatever the working directory holds.
+    if is_version_name(spec):
         return _from_tarball(debian_tarball(spec), ui, shown=spec)
+    path = Path(spec).expanduser()
     if not path.exists():
         raise InputError(spec, "no such file or directory (expected a kernel tree or a .tar.xz/.tar.gz tarball)")
     if path.is_dir():
         return _from_tree(path.resolve(), spec)
     return _from_tarball(path.resolve(), ui, shown=spec)
+
+
+def is_version_name(value: str) -> bool:
+    """Whether ``--kernel-src value`` is spelled as a Debian linux-source version (``7.3``) rather than a path."""
+    return _SHORT_NAME.fullmatch(value) is not None
 
 
 def sources_dirs() -> list[Path]:

@@ -34,7 +34,8 @@ SUFFIX = ".toml"
 
 
 def resolve(value: str) -> Path:
-    """``--profile NAME|FILE`` → the profile file. Raises UsageError for an unknown name."""
+    """``--profile NAME|FILE`` as given → the profile file: a regular file there (or anything spelled like a
+    path) is the user's, anything else a shipped name. Raises UsageError for an empty or unknown name."""
     return resources.resolve_named(value, resources.profiles_dir(), SUFFIX, "--profile")
 
 
@@ -80,7 +81,7 @@ def settings_from(flags: Mapping[str, Any], profile: str | None = None) -> Setti
     Raises UsageError on an unknown profile or bad values.
     """
     layers: list[Mapping[str, Any]] = []
-    if profile:
+    if profile is not None:  # `--profile ""` is a usage error (resolve), not "no profile"
         layers.append(load_profile(resolve(profile)))
     layers.append(flags)
     return merged(*layers)

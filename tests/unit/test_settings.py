@@ -13,7 +13,7 @@ import pytest
 
 from pagelab import resources
 from pagelab.cli import build_parser, main
-from pagelab.errors import UsageError
+from pagelab.errors import InputError, UsageError
 from pagelab.guest.qemu import QemuConfig
 from pagelab.guest.session import GuestOptions
 from pagelab.kernel.build import BuildOptions
@@ -174,6 +174,28 @@ def test_a_kernel_source_version_stays_a_name_unless_such_a_path_exists(tmp_path
     assert _settings("--kernel-src", "7.3").kernel_src == str(tmp_path / "7.3")
 
 
+def test_a_relative_kernel_source_in_a_profile_is_relative_to_the_profile_even_when_missing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from pagelab.kernel.source import resolve_source
+    from pagelab.ui import UI
+
+    profile_dir = tmp_path / "profiles"
+    profile_dir.mkdir()
+    prof = profile_dir / "p.toml"
+    prof.write_text('[kernel]\nsrc = "linux"\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linux").mkdir()  # a tree in the working directory is not the profile's `linux`
+    src = load_profile(prof)["kernel_src"]
+    assert src == str(profile_dir / "linux")
+    with pytest.raises(InputError, match=f"{profile_dir / 'linux'}: no such file or directory"):
+        resolve_source(src, UI(plain=True))
+    # A version stays a version even when the working directory has a path of that name.
+    (tmp_path / "7.3").mkdir()
+    prof.write_text('[kernel]\nsrc = "7.3"\n')
+    assert load_profile(prof)["kernel_src"] == "7.3"
+
+
 # -- uploads: one parser for boot, run and profiles ----------------------------------------------------------
 @pytest.mark.parametrize("spec", ["nocolon", ":/root/x", "a.sh:"])
 def test_a_malformed_upload_is_the_same_usage_error_for_boot_and_run(spec: str, tmp_path: Path, monkeypatch) -> None:
@@ -190,11 +212,43 @@ def test_a_malformed_upload_is_the_same_usage_error_for_boot_and_run(spec: str, 
 # -- shipped fragments and profiles by name -----------------------------------------------------------------
 def test_a_fragment_name_is_a_shipped_extra_and_a_path_is_a_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    assert _settings("--fragment", "memcg").fragments == ["memcg"]
+    (tmp_path / "memcg").write_text("CONFIG_X=y\n")  # a regular file given as a flag wins over the shipped name
+    assert _settings("--fragment", "memcg").fragments == [str(tmp_path / "memcg")]
+    (tmp_path / "mine.config").write_text("CONFIG_X=y\n")
+    assert _settings("--fragment", "mine.config").fragments == [str(tmp_path / "mine.config")]
     assert resolve_fragment("memcg") == resources.kconfigs_dir() / "extras" / "memcg.config"
-    (tmp_path / "memcg").write_text("CONFIG_X=y\n")  # an existing file wins over the shipped name
-    assert resolve_fragment("memcg") == Path("memcg")
-    assert resolve_fragment("mine.config") == Path("mine.config")
-    assert resolve_fragment("sub/thp") == Path("sub/thp")
+    assert resolve_fragment(str(tmp_path / "memcg")) == tmp_path / "memcg"
+
+
+def test_the_build_stage_never_reinterprets_a_fragment_name_against_the_working_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from pagelab.kernel.build import _fragments
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "thp").write_text("CONFIG_NOT_THE_SHIPPED_ONE=y\n")
+    # thp-stress says fragments = ["thp"]: next to the profile there is no such file, so it is the shipped extra.
+    opts = BuildOptions.from_settings(_settings("--profile", "thp-stress"))
+    assert opts.fragments == ["thp", "memcg"]
+    extras = resources.kconfigs_dir() / "extras"
+    assert _fragments(opts)[-2:] == [(extras / "thp.config").resolve(), (extras / "memcg.config").resolve()]
+
+
+def test_a_directory_named_like_a_shipped_fragment_or_profile_does_not_hide_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()  # `pagelab run --profile smoke --out smoke` leaves this behind
+    (tmp_path / "memcg").mkdir()
+    assert resolve_profile("smoke") == resources.profiles_dir() / "smoke.toml"
+    assert _settings("--profile", "smoke").iterations == 1
+    assert _settings("--fragment", "memcg").fragments == ["memcg"]
+
+
+def test_an_empty_profile_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--profile", "", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--profile ''" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_unknown_fragment_name_is_a_one_line_usage_error_listing_the_names(capsys) -> None:
