@@ -8,7 +8,7 @@ Cache layout (under ``cache_root()/kernel``)::
         work-0/ work-1/                    the group's build trees: make runs here (each under work-N.lock)
         <config sha256[:16]>/              one result per final .config
             obj/                           a copy of work/ after the build: bzImage, vmlinux, .config;
-                                           the reported build_dir (`make -C obj M=dir modules` works)
+                                           the reported build_dir (`make -C obj M=dir MO=dir modules`)
             modules/lib/modules/<release>/ stripped modules for the guest image
             build.log  metadata.json       metadata.json is written last: it marks the entry valid
     resolved/<input key>.json              (sources, base, fragments, compiler, vars) → config sha256
@@ -88,7 +88,11 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """A built (or cached) kernel. ``build_dir`` is the O= dir: ``make -C build_dir M=dir modules`` works."""
+    """A built (or cached) kernel. ``build_dir`` is the O= dir: ``make -C build_dir M=dir MO=dir modules``.
+
+    Newer Kbuild writes an external module's objects into the O= dir unless ``MO=`` says where (older trees
+    ignore ``MO=``); pagelab/kernel/modules.py builds this way.
+    """
 
     bzimage: Path
     vmlinux: Path
