@@ -10,8 +10,9 @@ Between dumps, allocations are followed too (identities.py): every suspect gets 
 leak, cache, growth, transient), its cohorts and page ages, and a diff's changes their survivors.
 
 Status of ``to_json``: ``crash`` if crashes were given, else ``leak`` if any suspect with a failing
-verdict (``leak``, or ``growth`` without identities) grew monotonically by more than ``threshold`` pages
-(default 0), else ``ok``; ``error`` only when the caller says so.
+verdict (``leak``, or ``growth`` without identities) grew by more than ``threshold`` pages (default 0),
+the same rule as ``--fail-on-growth``'s exit 1 (``over_threshold``), else ``ok``; ``error`` only when
+the caller says so.
 """
 
 from __future__ import annotations
@@ -267,11 +268,12 @@ def over_threshold(found: Sequence[Suspect], threshold: int) -> list[Suspect]:
 
 
 def status_of(found: Sequence[Suspect], crashes: Sequence[Mapping[str, Any]] = (), threshold: int = 0) -> str:
-    """``crash`` if any crash, ``leak`` if a monotonic suspect with a failing verdict grew more than
-    ``threshold``, else ``ok``."""
+    """``crash`` if any crash, ``leak`` if ``over_threshold`` finds a suspect (the one rule, shared with
+    ``--fail-on-growth``'s exit 1: a ``leak`` verdict, or ``growth`` without identities, that grew more
+    than ``threshold``; monotonic or not, the verdict already says whether the pages were kept), else ``ok``."""
     if crashes:
         return "crash"
-    if any(s.monotonic for s in over_threshold(found, threshold)):
+    if over_threshold(found, threshold):
         return "leak"
     return "ok"
 

@@ -45,17 +45,24 @@ def verdict(per_snapshot: Sequence[int], history: History | None, t: Thresholds 
 
     ``transient``: it rose more than ``noise_pages`` above where it ended, and ended within noise of
     where it started. ``growth``: no identities (``history`` None). Otherwise the judged cohorts are the
-    ones born before the last snapshot (the last cohort has not had time to be freed), those of at least
-    ``min_cohort_pages`` pages, or all of them when none is that large: ``leak`` when at least
-    ``kept_fraction`` of their pages are alive at the last snapshot (or when every page was born in the
-    last interval: nothing yet says otherwise), else ``cache`` (freed and replaced).
+    run's own: pages born in an interval (snapshot 1 to the one before the last). The baseline's pages
+    (cohort 0) were born before the run, so what happens to them (long-lived boot pages kept, or freed)
+    says nothing about what the run leaks; they are judged only for a plain two-dump diff, where
+    nothing else had time to be freed. The last interval's cohort has not had time to be freed either.
+    Of the judged cohorts, those of at least ``min_cohort_pages`` pages count, or all of them when none
+    is that large: ``leak`` when at least ``kept_fraction`` of their pages are alive at the last
+    snapshot (or when none were born: nothing yet says otherwise), else ``cache`` (freed and replaced),
+    unless the last interval alone grew the stack by at least ``min_cohort_pages`` and by at least
+    ``kept_fraction`` of its whole growth: a leak that started in the last iteration, beside a cache
+    that was steady until then, is a ``leak`` until a later snapshot shows those pages freed.
     """
     first, last = per_snapshot[0], per_snapshot[-1]
     if max(per_snapshot) - last > t.noise_pages and last - first <= t.noise_pages:
         return TRANSIENT
     if history is None:
         return GROWTH
-    earlier = range(len(history.cohorts) - 1)
+    n = len(history.cohorts)
+    earlier = range(1, n - 1) if n > 2 else range(n - 1)
     judged = [i for i in earlier if history.born(i) >= t.min_cohort_pages] or [
         i for i in earlier if history.born(i) > 0
     ]
@@ -63,4 +70,8 @@ def verdict(per_snapshot: Sequence[int], history: History | None, t: Thresholds 
     alive = sum(history.alive(i) for i in judged)
     if born == 0 or alive >= t.kept_fraction * born:
         return LEAK
+    if n > 2 and len(per_snapshot) > 2:
+        late = per_snapshot[-1] - per_snapshot[-2]
+        if late >= t.min_cohort_pages and late >= t.kept_fraction * (last - first):
+            return LEAK
     return CACHE

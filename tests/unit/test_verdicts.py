@@ -173,11 +173,53 @@ def test_kept_fraction_edge_decides_leak_or_cache():
 
 def test_cohorts_below_the_minimum_are_not_judged_when_a_larger_one_exists():
     t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
-    # Baseline 15 pages all freed (below the minimum), iter1's 16 kept: a leak.
-    assert verdict([15, 16, 32], history([15, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "leak"
-    # At 16 the baseline cohort counts: 16 freed + 16 kept is exactly half kept, still a leak; 17 is not.
-    assert verdict([16, 16, 32], history([16, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "leak"
-    assert verdict([17, 16, 32], history([17, 0, 0], [0, 16, 16], [0, 0, 16]), t) == "cache"
+    # iter1's 15 pages all freed (below the minimum), iter2's 16 kept: a leak.
+    assert verdict([0, 15, 31, 31], history([0] * 4, [0, 15, 0, 0], [0, 0, 16, 16], [0] * 3 + [15]), t) == "leak"
+    # At 16 iter1's cohort counts: 16 freed + 16 kept is exactly half kept, still a leak; 17 is not.
+    assert verdict([0, 16, 32, 32], history([0] * 4, [0, 16, 0, 0], [0, 0, 16, 16], [0] * 3 + [16]), t) == "leak"
+    assert verdict([0, 17, 33, 33], history([0] * 4, [0, 17, 0, 0], [0, 0, 16, 16], [0] * 3 + [17]), t) == "cache"
+
+
+def test_the_baseline_cohort_is_not_judged_when_the_run_has_cohorts_of_its_own():
+    t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
+    # 2000 boot pages that never go away and a 512-page cache refilled every iteration: a cache.
+    boot_kept = history([2000] * 4, [0, 512, 0, 0], [0, 0, 512, 0], [0, 0, 0, 512])
+    assert verdict([2000, 2512, 2512, 2512], boot_kept, t) == "cache"
+    # 3000 boot pages freed during iter1 and 1024 pages kept per iteration: a leak.
+    boot_freed = history([3000, 0, 0, 0], [0, 1024, 1024, 1024], [0, 0, 1024, 1024], [0, 0, 0, 1024])
+    assert verdict([3000, 1024, 2048, 3072], boot_freed, t) == "leak"
+    # Two dumps (a diff) have no cohort of their own but the baseline's: it decides.
+    assert verdict([100, 150], history([100, 0], [0, 150]), t) == "cache"
+    assert verdict([100, 150], history([100, 100], [0, 50]), t) == "leak"
+
+
+def test_the_baseline_cohort_is_not_judged_on_real_dumps():
+    """The same cases through track() and suspects(): boot pages in the suspect's own stack."""
+    boot = ids(0x200000, 2000, S)
+    snaps = []
+    for i in range(4):
+        now = (i + 1) * 10 * S
+        batch = ids(0x80000 + i * 0x1000, 512, now - 2 * S) if i else []
+        snaps.append(dump(f"s{i}", {BOOT: ids(0x100, 100, S), CACHE: boot + batch}, now))
+    (found,) = suspects(snaps)
+    assert found.per_snapshot == [2000, 2512, 2512, 2512] and found.verdict == "cache"
+    snaps = []
+    kept: list[tuple[int, int]] = []
+    for i in range(4):
+        now = (i + 1) * 10 * S
+        if i:
+            kept = kept + ids(0x10000 + i * 0x1000, 1024, now - 2 * S)
+        snaps.append(dump(f"s{i}", {BOOT: ids(0x100, 100, S), LEAK: kept or ids(0x300000, 3000, S)}, now))
+    (found,) = suspects(snaps)
+    assert found.per_snapshot == [3000, 1024, 2048, 3072] and found.verdict == "leak"
+
+
+def test_a_leak_that_starts_in_the_last_interval_beside_a_steady_cache_is_a_leak():
+    t = Thresholds(noise_pages=8, min_cohort_pages=16, kept_fraction=0.5)
+    steady = [[0] * 4, [0, 512, 0, 0], [0, 0, 512, 0]]
+    assert verdict([0, 512, 512, 1536], history(*steady, [0, 0, 0, 1536]), t) == "leak"
+    # A cache that creeps up a little in the last interval stays a cache.
+    assert verdict([0, 512, 512, 540], history(*steady, [0, 0, 0, 540]), t) == "cache"
 
 
 def test_small_cohorts_are_judged_together_when_none_reaches_the_minimum():
@@ -199,6 +241,19 @@ def test_fail_on_growth_counts_leaks_not_caches():
     cache_only = suspects(run(3, cache=512))
     assert cache_only[0].growth_pages == 512 and over_threshold(cache_only, 400) == []
     assert status_of(cache_only, threshold=400) == "ok"
+
+
+def test_status_and_fail_on_growth_follow_one_rule_monotonic_or_not():
+    # A leak that freed a few of its pages on the way ([0, 100, 90, 150]) is not monotonic, but it is a
+    # leak: --fail-on-growth 0 fails on it (exit 1), and the status must say "leak" too.
+    first = ids(0x10000, 100, 8 * S)
+    per_iter = [[], first, first[:90], first[:90] + ids(0x20000, 60, 38 * S)]
+    snaps = [dump(f"s{i}", {BOOT: ids(0x100, 100, S), LEAK: p}, (i + 1) * 10 * S) for i, p in enumerate(per_iter)]
+    (found,) = suspects(snaps)
+    assert found.per_snapshot == [0, 100, 90, 150] and not found.monotonic and found.verdict == "leak"
+    assert over_threshold([found], 0) == [found]
+    assert status_of([found], threshold=0) == "leak" == to_json(snaps, [found])["status"]
+    assert status_of([found], threshold=150) == "ok" and over_threshold([found], 150) == []
 
 
 def test_report_json_suspects_carry_verdict_cohorts_and_ages():
