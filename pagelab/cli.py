@@ -225,3 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `pagelab report … | head`: the reader left; not an error worth a traceback.
         return 0
+    except Exception as err:  # a bug: one line and exit 4 (infrastructure), never exit 1 ("a finding")
+        ui.error(f"internal error: {type(err).__name__}: {err} (a pagelab bug: please report it)")
+        return 4

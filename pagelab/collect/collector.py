@@ -463,6 +463,7 @@ class SnapshotFile:
     read_mode: str = "stack"
     learned_handles: int = 0  # handles show_stacks_handles lacked, their stacks printed once by po-read -s
     fetched_handles: int = 0  # of those, read again from the host (their first page changed hands)
+    unresolved_records: int = 0  # handle mode: records whose stack neither the table nor a re-read knew
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -736,19 +737,29 @@ class Collector:
         seconds = time.perf_counter() - t0
         snapshot.clock_ns = clock_ns
         taken = SnapshotFile(index, label, path, snapshot, seconds, total, readers, len(ranges), read_mode=mode)
+        # Listed as taken as soon as the dump has its name: reading show_stacks or allocinfo below may
+        # fail (SSH lost, a crash), and a complete dump on disk must still be in report.json.
+        self.taken.append(taken)
         if resolver is not None:
             taken.learned_handles = resolver.learned
             taken.fetched_handles = resolver.fetched
+            taken.unresolved_records = sum(resolver.unresolved.values())
+            warning = resolver.warning(stem)
+            if warning:
+                self.ui.warn(warning)
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
             t1 = time.perf_counter()
-            self._save_stream(f"cat {SHOW_STACKS}", taken.stacks_path)
+            try:
+                self._save_stream(f"cat {SHOW_STACKS}", taken.stacks_path)
+            except BaseException:
+                taken.stacks_path = None  # _save_stream left no file
+                raise
             taken.stacks_seconds = time.perf_counter() - t1
         if self.memory.has_allocinfo:
             # Allocation profiling's per-callsite bytes, beside the dump (pagelab/source/allocinfo.py
             # finds it by name: NN-LABEL.allocinfo.zst).
             self._save_stream("cat /proc/allocinfo", self.out_dir / f"{stem}.allocinfo.zst")
-        self.taken.append(taken)
         mib = total / (1 << 20)
         self.ui.info(
             f"  {stem}: {snapshot.records or 0:,} records, {snapshot.total_pages:,} pages, "

@@ -68,6 +68,7 @@ class RunState:
     runs: list[WorkloadRun] = field(default_factory=list)
     crashes: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    error_code: int = 4  # the exit code of the error that stopped the run (2 for a UsageError)
     phase: str = "start"  # what the run was doing: a signal's report names it
     signal: int | None = None  # the signal that stopped the run (exit 128 + N)
 
@@ -119,6 +120,7 @@ def _drop_caches(guest: Any) -> None:
 
 def _settle(state: RunState, guest: Any) -> None:
     s = state.settings
+    state.phase = "settle"
     with state.timed("settle"):
         if s.drop_caches:
             _drop_caches(guest)
@@ -126,10 +128,17 @@ def _settle(state: RunState, guest: Any) -> None:
             time.sleep(s.settle)
 
 
-def _snapshot(state: RunState, collector: Collector, label: str) -> None:
+def _snapshot(state: RunState, ui: UI, collector: Collector, label: str) -> None:
     state.phase = f"snapshot {len(collector.taken):02d}-{label}"
     with state.timed("snapshots"):
-        state.snapshots.append(collector.take(label))
+        try:
+            taken = collector.take(label)
+            for warning in taken.snapshot.warnings:
+                ui.warn(warning)
+        finally:
+            # What the collector took, even when reading show_stacks/allocinfo after the dump failed:
+            # a complete dump on disk is listed in report.json.
+            state.snapshots[:] = collector.taken
 
 
 def _guest_phase(
@@ -158,8 +167,10 @@ def _guest_phase(
             append=list(options.append),
             boot_timings={k: round(v, 3) for k, v in guest.timings.items()},
         )
+        state.phase = "upload"
         for src, dst in _uploads(s):
             guest.upload(src, dst)
+        state.phase = "insmod"
         for name, ko in modules.items():
             path = guest.upload(ko, f"/root/modules/{ko.name}")
             res = guest.run(f"insmod {path}", timeout=60)
@@ -178,7 +189,7 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
     """Baseline, then each iteration's workloads and snapshot."""
     s = state.settings
     _settle(state, guest)
-    _snapshot(state, collector, "baseline")
+    _snapshot(state, ui, collector, "baseline")
     for i in range(1, s.iterations + 1):
         for w in workloads:
             r = WorkloadRun(w, i)
@@ -200,7 +211,7 @@ def _iterations(state: RunState, ui: UI, guest: Any, collector: Collector, workl
             if res.status != 0:
                 ui.warn(f"workload {w.spec!r} exited {res.status}: {(res.stderr or res.stdout).strip()[-300:]}")
         _settle(state, guest)
-        _snapshot(state, collector, f"iter{i}")
+        _snapshot(state, ui, collector, f"iter{i}")
 
 
 def _guest_options(s: Settings, console_log: Path) -> GuestOptions:
@@ -234,7 +245,7 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
     elif state.signal is not None:
         status, code = "error", 128 + state.signal
     elif state.error is not None:
-        status, code = "error", 4
+        status, code = "error", state.error_code
     elif failed_workloads:
         status, code = "error", 4
         state.error = f"{len(failed_workloads)} workload run(s) failed, first: {failed_workloads[0].workload.spec!r}"
@@ -262,6 +273,8 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
             read_mode=taken.read_mode,
             clock_s=None if taken.snapshot.clock_ns is None else round(taken.snapshot.clock_ns / 1e9, 6),
         )
+        if taken.read_mode == "handle":
+            entry["unresolved_records"] = taken.unresolved_records
     report["error"] = state.error
     report["interrupted"] = (
         {"signal": signal.Signals(state.signal).name, "phase": state.phase} if state.signal is not None else None
@@ -417,6 +430,10 @@ def _junit_cases(state: RunState, outcome: Outcome) -> list[Case]:
                         message="not run",
                     )
                 )
+    if state.error is not None and not any(c.outcome in ("error", "failure") for c in cases):
+        # The run stopped outside the build, the boot and the workloads (a snapshot, an upload, insmod,
+        # the settle, the analysis): a case named after that phase carries it, so junit.xml is not green.
+        cases.append(Case("pagelab.run", state.phase, outcome="error", message=state.error))
     crash = Case("pagelab.run", "crash-free")
     if state.crashes:
         c0 = state.crashes[0]
@@ -453,6 +470,17 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     out.write_json(out.report_json, outcome.report)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(state.started))
     write_junit(out.junit_xml, SUITE, _junit_cases(state, outcome), timestamp=stamp)
+    _write_metadata(state, outcome)
+    out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
+    write_run_html(out.path, outcome.report, state.snapshots, blocks, ui, exit_code=outcome.exit_code)
+    if json_out:
+        with open_output(json_out) as fp:
+            json.dump(outcome.report, fp, indent=2)
+            fp.write("\n")
+
+
+def _write_metadata(state: RunState, outcome: Outcome) -> None:
+    out = state.out
     meta = metadata(
         settings_reproduce=state.settings.reproduce(),
         build=state.build,
@@ -466,12 +494,6 @@ def _write_artifacts(state: RunState, outcome: Outcome, ui: UI, json_out: str | 
     meta["kernel"]["kernel_version"] = state.kernel_version or meta["kernel"].get("kernel_version")
     meta["profile"] = state.settings.profile
     out.write_json(out.metadata_json, meta)
-    out.write_text(out.report_txt, as_text(lambda u: render_run(u, state, outcome)))
-    write_run_html(out.path, outcome.report, state.snapshots, blocks, ui, exit_code=outcome.exit_code)
-    if json_out:
-        with open_output(json_out) as fp:
-            json.dump(outcome.report, fp, indent=2)
-            fp.write("\n")
 
 
 def run(settings: Settings, ui: UI, *, out: str | None = None, json_out: str | None = None) -> int:
@@ -497,21 +519,77 @@ def run(settings: Settings, ui: UI, *, out: str | None = None, json_out: str | N
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the guest is shut down, partial snapshots are
     # removed, and the report of what was gathered is written before exiting 128 + N.
     with signals_interrupt():
-        failure = _stages(state, ui, workloads)
-        defer_interrupts()  # a signal from here on must not cut the report short
-        outcome = _analyse(state, ui)
-        render_run(ui, state, outcome)
+        failure: BaseException | None = None
         try:
-            _write_artifacts(state, outcome, ui, json_out)
-        except OSError as err:
-            # A full or read-only --out: say so in one line (what was written stays).
-            raise InfraError(f"--out {state.out.path}: cannot write the report: {err.strerror or err}") from None
+            failure = _stages(state, ui, workloads)
+        except KeyboardInterrupt as err:  # a signal between _stages' own handlers and the deferral
+            if not state.crashes:
+                failure = err
+                state.signal = signal_of(err)
+                state.error = f"interrupted by {signal.Signals(state.signal).name} during {state.phase}"
+        finally:
+            defer_interrupts()  # a signal from here on must not cut the report short
+        outcome, internal = _report(state, ui, json_out)
         late = pending_interrupt()
+    if late is not None and failure is None:
+        ui.warn(f"{late} after the run: exiting {outcome.exit_code}, as its report says")
+    # A signal that came while the report was written is not acted on: the run was over, and the exit
+    # code is the one metadata.json and report.json already say.
     if failure is not None:
         raise failure
-    if late is not None:
-        raise late
+    if internal is not None:
+        raise internal
     return outcome.exit_code
+
+
+def _report(state: RunState, ui: UI, json_out: str | None) -> tuple[Outcome, PagelabError | None]:
+    """Analyse, render and write the artifacts; a bug in any of them is exit 4 (not a traceback, not
+    exit 1, which means a finding), with as much of the report written as could be."""
+    internal: PagelabError | None = None
+
+    def bug(where: str, err: Exception) -> InfraError:
+        return InfraError(f"internal error {where}: {type(err).__name__}: {err} (a pagelab bug: please report it)")
+
+    state.phase = "analysis" if state.error is None else state.phase
+    try:
+        outcome = _analyse(state, ui)
+    except Exception as err:
+        internal = bug("analysing the run", err)
+        if state.error is None:
+            state.error = str(internal)
+        outcome = _fallback_outcome(state)
+    try:
+        render_run(ui, state, outcome)
+    except Exception as err:
+        internal = internal or bug("rendering the report", err)
+    try:
+        _write_artifacts(state, outcome, ui, json_out)
+    except OSError as err:
+        # A full or read-only --out: say so in one line (what was written stays).
+        raise InfraError(f"--out {state.out.path}: cannot write the report: {err.strerror or err}") from None
+    except Exception as err:
+        internal = internal or bug("writing the report", err)
+    if internal is not None and outcome.exit_code in (0, 1):
+        # metadata.json must say the exit code the process ends with.
+        outcome.exit_code = internal.exit_code
+        with contextlib.suppress(Exception):
+            _write_metadata(state, outcome)
+    return outcome, internal
+
+
+def _fallback_outcome(state: RunState) -> Outcome:
+    """The report when the analysis itself failed: the run's facts without suspects."""
+    code = 3 if state.crashes else 128 + state.signal if state.signal is not None else 4
+    report: dict[str, Any] = {
+        "status": "crash" if state.crashes else "error",
+        "error": state.error,
+        "kernel": state.kernel_version,
+        "crashes": state.crashes,
+        "snapshots": [t.to_json() for t in state.snapshots],
+        "suspects": [],
+        "out": str(state.out.path),
+    }
+    return Outcome(report, [], code)
 
 
 def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseException | None:
@@ -530,7 +608,7 @@ def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseExcept
         state.crashes.append(crash_of(err))
         return err
     except PagelabError as err:  # UsageError too: e.g. a kernel built without CONFIG_MODULES
-        state.error = str(err)
+        state.error, state.error_code = str(err), err.exit_code
         return err
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (pagelab.procs.Interrupted)
         state.signal = signal_of(err)

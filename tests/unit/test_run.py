@@ -238,3 +238,80 @@ def test_an_unexpected_error_still_writes_the_report_and_exits_4(tmp_path: Path,
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["status"] == "error" and "No space left" in report["error"]
     assert (tmp_path / "out" / "junit.xml").is_file() and (tmp_path / "out" / "metadata.json").is_file()
+
+
+def test_a_run_stopped_during_a_snapshot_is_a_junit_error_named_after_the_phase(tmp_path: Path) -> None:
+    state = _state(tmp_path, [0], "--iterations", "1")
+    state.runs.append(WorkloadRun(resolve("leaky-leak 256"), 1, 0.4, 0, ""))
+    state.phase, state.error = "snapshot 01-iter1", "QEMU exited unexpectedly"
+    outcome = _analyse(state, UI(plain=True, quiet=True))
+    _write_artifacts(state, outcome, UI(plain=True, quiet=True), None)
+    cases = {tc.get("name"): tc for tc in ET.parse(state.out.junit_xml).getroot().iter("testcase")}
+    error = cases["snapshot 01-iter1"].find("error")
+    assert error is not None and error.get("message") == "QEMU exited unexpectedly"
+
+
+def test_a_usage_error_inside_the_stages_is_exit_2_in_metadata(tmp_path: Path, monkeypatch) -> None:
+    import pagelab.run.pipeline as run_module
+
+    def no_modules(state, ui):
+        raise UsageError("module 'leaky': the kernel was built without CONFIG_MODULES")
+
+    monkeypatch.setattr(run_module, "_kernel", no_modules)
+    with pytest.raises(UsageError) as err:
+        run(_settings("--workload", "true", "--iterations", "1"), UI(plain=True, quiet=True), out=str(tmp_path / "o"))
+    assert err.value.exit_code == 2
+    assert json.loads((tmp_path / "o" / "metadata.json").read_text())["exit_code"] == 2
+
+
+def test_an_internal_error_in_the_analysis_is_exit_4_with_the_report_written(tmp_path: Path, monkeypatch) -> None:
+    import pagelab.run.pipeline as run_module
+    from pagelab.errors import InfraError
+
+    def done(state, ui, workloads):
+        return None
+
+    def broken(*args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(run_module, "_stages", done)
+    monkeypatch.setattr(run_module, "_source_lens", broken)
+    with pytest.raises(InfraError, match=r"internal error.*KeyError.*report it"):
+        run(_settings("--workload", "true", "--iterations", "1"), UI(plain=True, quiet=True), out=str(tmp_path / "o"))
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["status"] == "error" and "KeyError" in report["error"]
+    assert json.loads((tmp_path / "o" / "metadata.json").read_text())["exit_code"] == 4
+
+
+def test_a_signal_while_the_report_is_written_exits_with_the_written_code(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    import pagelab.run.pipeline as run_module
+
+    write = run_module._write_artifacts
+
+    def done(state, ui, workloads):
+        return None
+
+    def interrupted_write(*args):
+        os.kill(os.getpid(), signal.SIGTERM)  # deferred: recorded, not raised
+        write(*args)
+
+    monkeypatch.setattr(run_module, "_stages", done)
+    monkeypatch.setattr(run_module, "_write_artifacts", interrupted_write)
+    settings = _settings("--workload", "true", "--iterations", "1")
+    code = run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "o"))
+    assert code == json.loads((tmp_path / "o" / "metadata.json").read_text())["exit_code"]
+
+
+def test_a_bug_is_one_line_and_exit_4_not_a_traceback(monkeypatch, capsys) -> None:
+    import pagelab.cli as cli
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "build_parser", broken)
+    assert cli.main(["run"]) == 4
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ZeroDivisionError" in err and "report it" in err
