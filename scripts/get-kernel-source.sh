@@ -41,14 +41,31 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
 echo "deb [signed-by=$keyring] $mirror $SUITE main" >"$work/sources.list"
-O=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+# The system's update hooks (apt.conf.d: PackageKit, appstream refresh, …) are about the system's lists,
+# not these private ones: clear them rather than let them run (and fail or refresh) for this update.
+printf '#clear APT::Update::Pre-Invoke;\n#clear APT::Update::Post-Invoke;\n#clear APT::Update::Post-Invoke-Success;\n' \
+  >"$work/apt.conf"
+O=(-c "$work/apt.conf" -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
   -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o Debug::NoLocking=1)
 # As root apt would drop to _apt for downloading, which cannot write into this private directory.
 [ "$(id -u)" -ne 0 ] || O+=(-o APT::Sandbox::User=root)
 
+fetch() {
+  apt-get "${O[@]}" -q update >"$work/apt.log" 2>&1 &&
+    (cd "$work" && apt-get "${O[@]}" -q download "$PKG" >>"$work/apt.log" 2>&1)
+}
+
 echo "get-kernel-source: $PKG from $mirror $SUITE"
-apt-get "${O[@]}" -q update >/dev/null
-(cd "$work" && apt-get "${O[@]}" -q download "$PKG" >/dev/null)
+# One retry: a mirror hiccup should not cost the set-up its newest kernel.
+if ! fetch; then
+  echo "get-kernel-source: fetching $PKG failed; retrying once in 5 s" >&2
+  sleep 5
+  if ! fetch; then
+    tail -n 5 "$work/apt.log" >&2
+    echo "get-kernel-source: cannot fetch $PKG from $mirror $SUITE (a network error, or $SUITE no longer has it)" >&2
+    exit 4
+  fi
+fi
 deb=$(ls "$work"/"${PKG}"_*.deb)
 dpkg-deb -x "$deb" "$work/root"
 mkdir -p "$DEST"
