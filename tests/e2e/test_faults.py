@@ -41,6 +41,7 @@ PAGELAB = [sys.executable, "-m", "pagelab"]
 TAG = "PAGELAB_FAULT_TAG"
 SLEEP = "sleep 600"
 BIG = "tmpfs-grow 128"  # ~50k records: the iteration's snapshot reads for seconds under TCG
+TCG = ("--accel", "tcg")  # the same (slow) accelerator on every host: the read is never over in a blink
 
 
 # -- a tagged pagelab process -------------------------------------------------------------------------
@@ -160,6 +161,22 @@ def _run_args(out: Path, *workloads: str, extra: tuple[str, ...] = ()) -> list[s
     return args
 
 
+def _wait_mid_read(run: Pagelab, out: Path) -> None:
+    """Until the iteration's snapshot is being written: its .partial file exists and has grown."""
+    partial = out / "snapshots" / ".01-iter1.page_owner.zst.partial"
+
+    def grown() -> bool:
+        with contextlib.suppress(OSError):
+            return partial.stat().st_size > 0
+        return False
+
+    deadline = time.monotonic() + 600
+    while not grown():
+        if time.monotonic() > deadline or run.proc.poll() is not None:
+            pytest.fail(f"{partial.name} never grew (exit {run.proc.poll()}):\n{run.stderr[-3000:]}")
+        time.sleep(0.02)
+
+
 # -- the contract -------------------------------------------------------------------------------------
 def _snapshot_files(out: Path) -> list[Path]:
     return sorted((out / "snapshots").iterdir()) if (out / "snapshots").is_dir() else []
@@ -177,6 +194,9 @@ def check_artifacts(out: Path, code: int, status: str, error: str | None = None)
         assert re.search(error, report["error"] or ""), report["error"]
     cases = {tc.get("name"): tc for tc in ET.parse(out / "junit.xml").getroot().iter("testcase")}
     assert {"build", "boot", "crash-free", "growth"} <= set(cases)
+    if status in ("error", "crash"):  # a failed run is never all green in CI, whatever phase it stopped in
+        failed = [n for n, tc in cases.items() if tc.find("error") is not None or tc.find("failure") is not None]
+        assert failed, f"junit.xml has no error or failure for a run that ended {status}: {report['error']}"
     listed = {Path(s["path"]).name: s for s in report["snapshots"]}
     files = _snapshot_files(out)
     assert not [f.name for f in files if f.name.startswith(".")], "a partial file was left behind"
@@ -249,11 +269,13 @@ def test_a_signal_during_boot_writes_the_report_and_exits_128_plus_n(start, tmp_
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_signal_during_a_snapshot_leaves_no_partial_snapshot(start, tmp_path: Path, sig) -> None:
     out = tmp_path / "run"
-    run = start(*_run_args(out, BIG))
+    run = start(*_run_args(out, BIG, extra=TCG))
     run.wait_for("snapshot 01-iter1: reading", 600)
     # Every listener of pagelab and QEMU, sampled while page_owner streams (direct TCP path included).
     pids = [run.proc.pid, *run.children("")]
-    seen = {addr for _ in range(3) for addr in _listeners(pids) if not time.sleep(0.1)}
+    seen = set(_listeners(pids))
+    _wait_mid_read(run, out)
+    seen |= set(_listeners(pids))
     run.proc.send_signal(sig)
     code = run.finish()
     assert code == 128 + sig, run.stderr
@@ -300,9 +322,9 @@ def test_qemu_killed_during_a_workload_is_exit_4_with_the_baseline_kept(start, t
 def test_qemu_killed_during_a_snapshot_leaves_no_partial_snapshot(start, tmp_path: Path) -> None:
     """The hole: a 9-byte 01-iter1.page_owner.zst, named like a valid snapshot, was left behind."""
     out = tmp_path / "run"
-    run = start(*_run_args(out, BIG))
+    run = start(*_run_args(out, BIG, extra=TCG))
     run.wait_for("snapshot 01-iter1: reading", 600)
-    time.sleep(1.0)
+    _wait_mid_read(run, out)
     (qemu,) = run.children("qemu")
     os.kill(qemu, signal.SIGKILL)
     code = run.finish()
@@ -315,9 +337,13 @@ def test_qemu_killed_during_a_snapshot_leaves_no_partial_snapshot(start, tmp_pat
 
 def test_a_guest_panic_during_a_snapshot_read_is_exit_3(start, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # The panic is armed to fire while the next snapshot (about 50k records) is being read.
-    panic_soon = "(sleep 3; echo c > /proc/sysrq-trigger) </dev/null >/dev/null 2>&1 &"
-    run = start(*_run_args(out, BIG, panic_soon))
+    # The panic is armed to fire once the next snapshot's reader (po-read, collect/collector.py) is
+    # running in the guest: no guess of how long the workload, the settle or the read take.
+    panic_mid_read = (
+        "(while ! grep -qx po-read /proc/[0-9]*/comm 2>/dev/null; do sleep 0.05; done; sleep 0.2;"
+        " echo c > /proc/sysrq-trigger) </dev/null >/dev/null 2>&1 &"
+    )
+    run = start(*_run_args(out, BIG, panic_mid_read, extra=TCG))
     run.wait_for("snapshot 01-iter1: reading", 600)
     code = run.finish()
     assert code == 3, run.stderr
