@@ -8,9 +8,10 @@ within one stack, so the stack stands for it.)
 
 Memory stays bounded by the dump, not by Python objects per record: a dump's allocations are three
 parallel ``array`` columns (``Allocations``); tracking a run adds a stack number and a birth snapshot per
-allocation (6 bytes) for the snapshot being matched and the one before it. Cohorts are counted per stack
-(``analyse.identity``) and birth snapshot: ``cohorts[i][j]`` is how many pages first seen in snapshot ``i``
-are still alive in snapshot ``j``.
+allocation (6 bytes) for the snapshot being matched and the one before it, and, for the allocations
+whose (PFN, order) changed (migrated, compacted or split), a 4-byte index each while they are matched
+by ts. Cohorts are counted per stack (``analyse.identity``) and birth snapshot: ``cohorts[i][j]`` is how
+many pages first seen in snapshot ``i`` are still alive in snapshot ``j``.
 """
 
 from __future__ import annotations
@@ -195,22 +196,66 @@ def _columns(allocs: Allocations, row_sid: list[int]) -> _Columns:
 
 def _match(prev: _Columns | None, cur: _Columns, j: int) -> int:
     """Give each allocation of snapshot ``j`` its birth snapshot: the previous one's when the same
-    (PFN, order, stack, ts) was there, else ``j``. A merge of two (PFN, stack)-ordered columns; returns
-    how many allocations matched."""
+    allocation was there, else ``j``. Returns how many allocations matched.
+
+    First the same (PFN, order, stack, ts): a merge of two (PFN, stack)-ordered columns. Then
+    ``_match_moved`` for what is left, by (stack, ts): page migration and compaction move an allocation
+    to another PFN and keep its ts and handle, and splitting a high-order allocation keeps the ts and
+    changes the order (mm/page_owner.c, ``__folio_copy_owner`` and ``__split_page_owner``)."""
     cohort = cur.cohort
     if prev is None:
         return 0
     ppo, pts, psid, pc = prev.po, prev.ts, prev.sid, prev.cohort
     po, ts, sid = cur.po, cur.ts, cur.sid
+    used = bytearray(len(ppo))  # previous allocations matched already
+    found = bytearray(len(po))
     i, np_, shared = 0, len(ppo), 0
     for x, k in enumerate(po):
         while i < np_ and (ppo[i] < k or (ppo[i] == k and psid[i] < sid[x])):
             i += 1
         if i < np_ and ppo[i] == k and psid[i] == sid[x] and pts[i] == ts[x]:
             cohort[x] = pc[i]
+            used[i] = found[x] = 1
             shared += 1
         else:
             cohort[x] = j
+    if shared < np_ and shared < len(po):
+        shared += _match_moved(prev, cur, used, found)
+    return shared
+
+
+def _match_moved(prev: _Columns, cur: _Columns, used: bytearray, found: bytearray) -> int:
+    """Match the allocations ``_match`` left over (``found`` 0) to the previous ones it left (``used`` 0)
+    of the same stack by ts: a piece of a split (a lower order, its PFN inside the previous allocation's
+    range) inherits that allocation's cohort, as many pieces as there are; a moved allocation (same
+    order, another PFN) takes one previous allocation's. Only the leftovers are sorted, as index arrays
+    (4 bytes each), so memory stays bounded by the dump. Returns how many matched."""
+    ppo, pts, psid = prev.po, prev.ts, prev.sid
+    po, ts, sid = cur.po, cur.ts, cur.sid
+    left = array("I", sorted((i for i in range(len(ppo)) if not used[i]), key=lambda i: (psid[i], pts[i])))
+    want = array("I", sorted((x for x in range(len(po)) if not found[x]), key=lambda x: (sid[x], ts[x])))
+    i, n, shared = 0, len(left), 0
+    for x in want:
+        s, t = sid[x], ts[x]
+        while i < n and (psid[left[i]] < s or (psid[left[i]] == s and pts[left[i]] < t)):
+            i += 1
+        pfn, order = po[x] >> ORDER_BITS, po[x] & ORDER_MASK
+        best = -1
+        k = i
+        while k < n and psid[left[k]] == s and pts[left[k]] == t:
+            p = left[k]
+            start, porder = ppo[p] >> ORDER_BITS, ppo[p] & ORDER_MASK
+            if order < porder and start <= pfn < start + (1 << porder):
+                best = p  # a piece of a split: the allocation stays available for its other pieces
+                break
+            if best < 0 and porder == order and not used[p]:
+                best = p
+            k += 1
+        if best >= 0:
+            cur.cohort[x] = prev.cohort[best]
+            if ppo[best] & ORDER_MASK == order:
+                used[best] = 1  # moved: one allocation, one match
+            shared += 1
     return shared
 
 

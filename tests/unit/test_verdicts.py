@@ -21,15 +21,16 @@ FAST = ("get_page_from_freelist+0x531/0x68c", "__alloc_pages_noprof+0xfd/0x11a")
 S = 1_000_000_000
 
 
-def dump(label: str, allocs: dict[tuple[str, ...], list[tuple[int, int]]], clock: int | None = None) -> Snapshot:
-    """A 6.12 dump with one order-0 record per (PFN, ts) of each stack, in PFN order like the kernel's."""
-    recs = sorted((pfn, ts, stack) for stack, ids in allocs.items() for pfn, ts in ids)
+def dump(label: str, allocs: dict[tuple[str, ...], list[tuple[int, ...]]], clock: int | None = None) -> Snapshot:
+    """A 6.12 dump with one record per (PFN, ts[, order]) of each stack (order 0 when not given), in PFN
+    order like the kernel's."""
+    recs = sorted((a[0], a[1], a[2] if len(a) > 2 else 0, stack) for stack, ids in allocs.items() for a in ids)
     text = "".join(
-        f"Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 1, tgid 1 (t), ts {ts} ns\n"
+        f"Page allocated via order {order}, mask 0xcc0(GFP_KERNEL), pid 1, tgid 1 (t), ts {ts} ns\n"
         f"PFN {pfn:#x} type Unmovable Block {pfn >> 9} type Unmovable Flags 0x0(zone=1)\n"
         + "".join(f" {f}\n" for f in FAST + stack)
         + "\n"
-        for pfn, ts, stack in recs
+        for pfn, ts, order, stack in recs
     )
     b = SnapshotBuilder(label=label, source=f"/snap/{label}")
     b.feed(text.encode())
@@ -101,6 +102,35 @@ def test_identities_match_only_within_a_stack():
     b = dump("b", {BOOT: ids(0x1000, 100, S), CACHE: [(0x100, 5 * S)]}, 20 * S)
     t = track([a, b])
     assert t.histories[CACHE].cohorts == [[0, 0], [0, 1]]
+
+
+def test_a_leak_whose_pages_were_compacted_keeps_its_cohorts():
+    # Compaction moves every kept page to another PFN between snapshots; ts (and the stack) stay.
+    snaps = []
+    for i in range(4):
+        now = (i + 1) * 10 * S
+        kept = [
+            (0x40000 + 0x10000 * i + 0x100 * born + k, (born * 10 + 8) * S + k)
+            for born in range(1, i + 1)
+            for k in range(256)
+        ]
+        snaps.append(dump(f"s{i}", {BOOT: ids(0x100, 100, S), LEAK: kept}, now))
+    (found,) = suspects(snaps)
+    assert found.per_snapshot == [0, 256, 512, 768]
+    assert [c["alive"] for c in found.cohorts()] == [[256, 256, 256], [256, 256], [256]]
+    assert found.verdict == "leak" and found.history.freed == 0
+
+
+def test_pieces_of_a_split_allocation_inherit_its_cohort():
+    # split_page_owner: one order-3 allocation becomes 8 order-0 ones at its PFNs, with its ts. One piece
+    # is freed later; a same-ts allocation elsewhere of another order is not a piece.
+    a = dump("a", {BOOT: ids(0x1000, 100, S), LEAK: [(0x200, 5 * S, 3)]}, 10 * S)
+    b = dump("b", {BOOT: ids(0x1000, 100, S), LEAK: [(0x200 + k, 5 * S) for k in range(8)]}, 20 * S)
+    c = dump(
+        "c", {BOOT: ids(0x1000, 100, S), LEAK: [(0x200 + k, 5 * S) for k in range(1, 8)] + [(0x300, 5 * S, 1)]}, 30 * S
+    )
+    h = track([a, b, c]).histories[LEAK]
+    assert h.cohorts == [[8, 8, 7], [0, 0, 0], [0, 0, 2]]
 
 
 def test_ages_are_snapshot_clock_minus_ts_and_fall_back_to_the_newest_ts():
