@@ -1,6 +1,6 @@
 """SSH to the guest with paramiko: pinned host key, key-only auth, commands, streaming, uploads, a shell.
 
-The guest's host key is the one pagelab generated (guest/keys.py) and the only one accepted
+The guest's host key is the one pagelab generated (pagelab/guest/keys.py) and the only one accepted
 (RejectPolicy + that key in the known hosts); there are no passwords. Output streams through
 large channel windows in big chunks to a sink callable, never held whole; each call uses its own
 channel, so several can run at once from different threads.
