@@ -275,6 +275,8 @@ def _analyse(state: RunState, ui: UI) -> Outcome:
         )
         if taken.read_mode == "handle":
             entry["unresolved_records"] = taken.unresolved_records
+        if taken.snapshot.warnings:
+            entry["warnings"] = list(taken.snapshot.warnings)
     report["error"] = state.error
     report["interrupted"] = (
         {"signal": signal.Signals(state.signal).name, "phase": state.phase} if state.signal is not None else None

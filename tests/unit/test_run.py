@@ -315,3 +315,17 @@ def test_a_bug_is_one_line_and_exit_4_not_a_traceback(monkeypatch, capsys) -> No
     assert cli.main(["run"]) == 4
     err = capsys.readouterr().err
     assert "Traceback" not in err and "ZeroDivisionError" in err and "report it" in err
+
+
+def test_a_handle_mode_snapshot_reports_its_unresolved_records_and_warnings(tmp_path: Path) -> None:
+    import jsonschema
+
+    state = _state(tmp_path, [0, 8], "--iterations", "1")
+    state.snapshots[1].read_mode, state.snapshots[1].unresolved_records = "handle", 12
+    state.snapshots[1].snapshot.warnings.append("01-iter1: 12 record(s) with 1 handle(s) not in the stacks file")
+    report = _analyse(state, UI(plain=True, quiet=True)).report
+    assert "unresolved_records" not in report["snapshots"][0] and "warnings" not in report["snapshots"][0]
+    assert report["snapshots"][1]["unresolved_records"] == 12
+    assert report["snapshots"][1]["warnings"] == ["01-iter1: 12 record(s) with 1 handle(s) not in the stacks file"]
+    schema = json.loads((Path(__file__).resolve().parents[2] / "pagelab/schemas/run-report.schema.json").read_text())
+    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
