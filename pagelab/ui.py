@@ -21,6 +21,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 
 class _Console(Console):
@@ -43,7 +44,10 @@ class UI:
     def __init__(self, *, plain: bool = False, data_on_stdout: bool = False, quiet: bool = False):
         self.plain = plain
         self.quiet = quiet
-        kw: dict[str, Any] = {"highlight": False}
+        # markup=False: tables and messages carry dump text (comm, symbols, module names) that rich
+        # would otherwise parse as markup: a guest process named "[/x]" raised MarkupError, "[red]x"
+        # lost its brackets. Styles are given as Text styles, never as markup inside strings.
+        kw: dict[str, Any] = {"highlight": False, "markup": False}
         if plain:
             kw.update(no_color=True, force_terminal=False, color_system=None)
         self.err: Console = _Console(stderr=True, **kw)
@@ -62,7 +66,7 @@ class UI:
         if self.plain:
             self.err.print(f"[{time.strftime('%H:%M:%S')}] {message}", markup=False, soft_wrap=True)
         else:
-            self.err.print(f"[dim]›[/dim] {message}", soft_wrap=True)
+            self.err.print(Text.assemble(("›", "dim"), " ", message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
         self.err.print(f"warning: {message}", style=None if self.plain else "yellow", markup=False, soft_wrap=True)
@@ -83,7 +87,7 @@ class UI:
             yield task
             return
         bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

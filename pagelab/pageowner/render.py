@@ -329,6 +329,9 @@ def as_text(render: Callable[[UI], None], width: int = 120) -> str:
     """What ``render(ui)`` prints in plain mode, as a string (report.txt)."""
     ui = UI(plain=True, quiet=True)
     buf = io.StringIO()
-    ui.out = Console(file=buf, width=width, no_color=True, color_system=None, highlight=False, force_terminal=False)
+    # markup=False as in ui.UI: dump text in the cells is never rich markup.
+    ui.out = Console(
+        file=buf, width=width, no_color=True, color_system=None, highlight=False, markup=False, force_terminal=False
+    )
     render(ui)
     return buf.getvalue()

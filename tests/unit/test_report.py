@@ -172,3 +172,39 @@ def test_suspects_rendering_has_a_trend_per_stack(fixtures):
     assert sparkline([0, 5, 10], plain=True) == "_+@" and sparkline([3, 3]) == "▁▁"
     rich_ui = UI(plain=False, quiet=True)
     render_diff(rich_ui, diff(a, b), top=2)  # the rich path renders without error
+
+
+# -- dump text is never rich markup ---------------------------------------------------------------------
+def _hostile_dump(path, n_evil: int) -> None:
+    """A 6.12 dump whose comms and frames look like rich markup: '[/x]' (a closing tag with nothing open
+    raised MarkupError) and '[red]evil' (lost its brackets)."""
+    recs = [(0x100 + i, "[/x]", ("[/x]+0x1/0x2 [[b]mod]", "vfs_write+0x1/0x2")) for i in range(3)]
+    recs += [(0x200 + i, "[red]evil", ("[red]evil+0x1/0x2", "vfs_write+0x1/0x2")) for i in range(n_evil)]
+    text = "".join(
+        f"Page allocated via order 0, mask 0xcc0(GFP_KERNEL), pid 7, tgid 7 ({comm}), ts {1000 + pfn} ns\n"
+        f"PFN {pfn:#x} type Unmovable Block 0 type Unmovable Flags 0x0(zone=1)\n"
+        + "".join(f" {f}\n" for f in ("get_page_from_freelist+0x1/0x2", "__alloc_pages_noprof+0x1/0x2", *stack))
+        + "\n"
+        for pfn, comm, stack in recs
+    )
+    path.write_text(text)
+
+
+def test_dump_text_that_looks_like_markup_is_printed_as_is(tmp_path, capsys):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    _hostile_dump(a, 2)
+    _hostile_dump(b, 40)
+    assert main(["report", str(b), "--by", "comm", "--by", "callsite", "--by", "module"]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[red]evil" in out and "[b]mod" in out
+    assert main(["diff", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "[red]evil" in out and "+38" in out
+    snaps = [load_snapshot(a), load_snapshot(b)]
+    text = as_text(lambda ui: render_suspects(ui, snaps, suspects(snaps)))
+    assert "[red]evil" in text
+    # The terminal consoles (not only the plain report.txt one) take it as text too.
+    ui = UI(plain=False)
+    with ui.out.capture() as cap:
+        render_diff(ui, diff(*snaps))
+    assert "[red]evil" in cap.get()
