@@ -19,12 +19,15 @@ from typing import Any
 from rich.text import Text
 
 from pagelab.collect.collector import READER_GUEST_PATH, Collector, SnapshotFile, build_reader, crash_of
-from pagelab.errors import GuestCrash, InfraError, PagelabError, UsageError
+from pagelab.errors import GuestCrash, InfraError, InputError, PagelabError, UsageError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import Guest, GuestOptions
 from pagelab.html.run import last_blockmap, write_run_html
+from pagelab.kernel import kconfig
 from pagelab.kernel import modules as kmodules
 from pagelab.kernel.build import BuildOptions, BuildResult, build_kernel
+from pagelab.kernel.fragments import resolve as resolve_fragment
+from pagelab.kernel.source import debian_tarball, is_version_name
 from pagelab.pageowner import diff as pdiff
 from pagelab.pageowner.export import open_output
 from pagelab.pageowner.render import as_text, mib, render_suspects, table, top_stacks_table
@@ -32,7 +35,7 @@ from pagelab.procs import defer_interrupts, pending_interrupt, signal_of, signal
 from pagelab.run import workloads as wl
 from pagelab.run.artifacts import RunDir, default_out_dir, metadata
 from pagelab.run.junit import Case, write_junit
-from pagelab.settings import Settings, parse_upload
+from pagelab.settings import BASES, Settings, parse_upload
 from pagelab.ui import UI
 
 SUITE = "pagelab run"
@@ -516,6 +519,8 @@ def run(settings: Settings, ui: UI, *, out: str | None = None, json_out: str | N
                 f"test module {needs[0]!r} must be compiled against a kernel build dir: drop --kernel "
                 "(pagelab builds and caches the kernel)"
             )
+    if not settings.kernel:
+        _check_build_inputs(settings)
     state = RunState(settings, RunDir(out or default_out_dir()))
     ui.step(f"run: {len(workloads)} workload(s) × {settings.iterations} iteration(s) → {state.out.path}")
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the guest is shut down, partial snapshots are
@@ -592,6 +597,27 @@ def _fallback_outcome(state: RunState) -> Outcome:
         "out": str(state.out.path),
     }
     return Outcome(report, [], code)
+
+
+def _check_build_inputs(settings: Settings) -> None:
+    """The build's cheap input checks, before the run directory exists: bad input (exit 2) writes
+    nothing (docs/faults.md). The build repeats them (pagelab/kernel/build.py); this only fails earlier."""
+    opts = BuildOptions.from_settings(settings)
+    if opts.base and opts.base not in BASES and not Path(opts.base).expanduser().is_file():
+        raise InputError(opts.base, "--base: expected tinyconfig, defconfig or an existing .config file")
+    fragments = []
+    for spec in opts.fragments:
+        p = resolve_fragment(spec)
+        if not p.is_file():
+            raise InputError(spec, "--fragment: no such file" if not p.exists() else "--fragment: not a regular file")
+        fragments.append(p)
+    kconfig.requested(fragments)  # a malformed fragment names its file and line
+    spec = opts.kernel_src
+    if spec is not None:
+        if is_version_name(spec):
+            debian_tarball(spec)
+        elif not Path(spec).expanduser().exists():
+            raise InputError(spec, "no such file or directory (expected a kernel tree or a .tar.xz/.tar.gz tarball)")
 
 
 def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseException | None:

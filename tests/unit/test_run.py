@@ -329,3 +329,21 @@ def test_a_handle_mode_snapshot_reports_its_unresolved_records_and_warnings(tmp_
     assert report["snapshots"][1]["warnings"] == ["01-iter1: 12 record(s) with 1 handle(s) not in the stacks file"]
     schema = json.loads((Path(__file__).resolve().parents[2] / "pagelab/schemas/run-report.schema.json").read_text())
     jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_bad_build_input_is_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    from pagelab.errors import PagelabError
+
+    bad = tmp_path / "bad.config"
+    bad.write_text("CONFIG_PAGE_OWNER=y\nthis is not a kconfig line\n")
+    for argv in (
+        ["--fragment", str(tmp_path / "missing.config")],
+        ["--fragment", str(bad)],
+        ["--base", str(tmp_path / "missing.config")],
+        ["--kernel-src", str(tmp_path / "no-tree")],
+    ):
+        settings = _settings("--workload", "true", *argv)
+        with pytest.raises(PagelabError) as err:
+            run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
+        assert err.value.exit_code == 2, (argv, err.value)
+        assert not (tmp_path / "out").exists(), argv
