@@ -14,7 +14,7 @@ from pagelab.errors import UsageError
 
 
 def data_dir(name: str) -> Path:
-    """The shipped data directory ``name`` (``kconfigs``, ``guest`` or ``profiles``) as a real path.
+    """The shipped data ``name`` (``kconfigs``, ``guest``, ``profiles``, ``get-kernel-source.sh``) as a real path.
 
     pip and pipx install wheels unpacked, so the directory is a file-system path. Callers report a missing
     file themselves, naming it (a broken installation then reads as such, not as a traceback).
@@ -32,6 +32,11 @@ def guest_dir() -> Path:
 
 def profiles_dir() -> Path:
     return data_dir("profiles")
+
+
+def kernel_source_script() -> Path:
+    """scripts/get-kernel-source.sh as installed: the wheel has no scripts/, so it ships under pagelab/data/."""
+    return data_dir("get-kernel-source.sh").resolve()
 
 
 # -- shipped files by name (``--fragment NAME``, ``--profile NAME``) -----------------------------------------

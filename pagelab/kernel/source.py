@@ -13,11 +13,13 @@ import glob
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pagelab import resources
 from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
 from pagelab.errors import InputError
 from pagelab.procs import step_failed
@@ -89,10 +91,11 @@ def debian_tarball(version: str) -> Path:
         if found:
             return Path(found[-1])
     where = ", ".join(str(d) for d in sources_dirs())
+    script = shlex.quote(str(resources.kernel_source_script()))  # the installed copy: a wheel has no scripts/
     raise InputError(
         version,
         f"--kernel-src {version}: no linux-source-{version}.tar.* in {where}; fetch it with "
-        f"`scripts/get-kernel-source.sh {version} SUITE` (7.3: trixie-backports) or "
+        f"`bash {script} {version} SUITE` (7.3: trixie-backports) or "
         f"`apt-get install linux-source-{version}`, or pass a kernel tree or tarball path",
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,16 @@ def test_profiles_lists_the_shipped_profiles(installed: Path, elsewhere: Path) -
     assert res.returncode == 0, res.stderr
     for profile in (ROOT / "profiles").glob("*.toml"):
         assert profile.stem in res.stdout
+
+
+def test_a_missing_kernel_version_names_the_fetch_script_the_wheel_ships(installed: Path, elsewhere: Path) -> None:
+    res = _run(installed, elsewhere, "build", "--kernel-src", "9.9")
+    assert res.returncode == 2, res.stderr
+    m = re.search(r"`bash (\S+) 9\.9 SUITE`", res.stderr)
+    assert m, res.stderr
+    script = Path(m.group(1))
+    assert "site-packages" in str(script) and not script.is_relative_to(ROOT) and script.is_file()
+    assert subprocess.run(["bash", "-n", script], check=False).returncode == 0
 
 
 def test_build_from_the_wheel_is_the_checkouts_default_kernel(

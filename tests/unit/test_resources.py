@@ -5,7 +5,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from pagelab import resources
+from pagelab.errors import InputError
+from pagelab.kernel.source import debian_tarball
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +44,16 @@ def test_the_wheel_takes_everything_under_pagelab_data() -> None:
         project = tomllib.load(f)
     assert project["build-system"]["build-backend"] == "setuptools.build_meta"
     assert "data/**/*" in project["tool"]["setuptools"]["package-data"]["pagelab"]
+
+
+def test_the_kernel_source_script_ships_and_a_missing_version_names_its_installed_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = ROOT / "pagelab" / "data" / "get-kernel-source.sh"
+    assert link.is_symlink() and link.readlink() == Path("..", "..", "scripts", "get-kernel-source.sh")
+    script = resources.kernel_source_script()
+    assert script.is_file() and script.stat().st_mode & 0o111
+    monkeypatch.setenv("PAGELAB_SOURCES", str(tmp_path))
+    with pytest.raises(InputError) as err:
+        debian_tarball("9.9")
+    assert f"`bash {script} 9.9 SUITE`" in str(err.value)
