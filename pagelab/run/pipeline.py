@@ -612,12 +612,12 @@ def _check_build_inputs(settings: Settings) -> None:
             raise InputError(spec, "--fragment: no such file" if not p.exists() else "--fragment: not a regular file")
         fragments.append(p)
     kconfig.requested(fragments)  # a malformed fragment names its file and line
-    spec = opts.kernel_src
-    if spec is not None:
-        if is_version_name(spec):
-            debian_tarball(spec)
-        elif not Path(spec).expanduser().exists():
-            raise InputError(spec, "no such file or directory (expected a kernel tree or a .tar.xz/.tar.gz tarball)")
+    src = opts.kernel_src
+    if src is not None:
+        if is_version_name(src):
+            debian_tarball(src)
+        elif not Path(src).expanduser().exists():
+            raise InputError(src, "no such file or directory (expected a kernel tree or a .tar.xz/.tar.gz tarball)")
 
 
 def _stages(state: RunState, ui: UI, workloads: list[wl.Workload]) -> BaseException | None:
