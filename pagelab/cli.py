@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE", help="write per-stack CSV")
     p.add_argument("--folded", metavar="FILE", help="write flame-graph folded stacks (weighted by pages)")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (docs/html.md)")
-    p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving a handle-mode dump (7.x)")
+    p.add_argument("--stacks", metavar="FILE", help="same-boot show_stacks_handles file for a handle-mode dump (7.x)")
     p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_report)
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", metavar="N", type=int, default=20, help="stacks shown (default 20)")
     p.add_argument("--json", metavar="FILE|-", help="write diff JSON")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (docs/html.md)")
-    p.add_argument("--stacks", metavar="FILE", help="show_stacks_handles file resolving handle-mode dumps (7.x)")
+    p.add_argument("--stacks", metavar="FILE", help="same-boot show_stacks_handles file for handle-mode dumps (7.x)")
     p.add_argument("--build", metavar="DIR", help="kernel build dir: file:line and MAINTAINERS section per stack")
     p.set_defaults(func=_cmd_diff)
 

@@ -115,8 +115,9 @@ class Resolver:
     their ``handle: N`` line. ``fetched`` counts the handles ``fetch`` supplied.
     """
 
-    def __init__(self, stacks: Mapping[int, bytes], fetch: Fetch | None = None) -> None:
+    def __init__(self, stacks: Mapping[int, bytes], fetch: Fetch | None = None, *, name: str = "input") -> None:
         self.stacks = dict(stacks)
+        self.name = name  # the dump's name, for errors
         self.fetch = fetch
         self.unresolved: Counter[int] = Counter()
         self.fetched = 0
@@ -164,9 +165,21 @@ class Resolver:
                 # stack_handle mode: the frames are printed already. po-read -s prints an unlisted
                 # handle's first record so: remember its stack for the short records that follow.
                 handle = int(m.group(1))
-                if handle not in self.stacks:
-                    self.stacks[handle] = self._frames_before(text, m.start())
+                printed = self._frames_before(text, m.start()).replace(b"\r\n", b"\n")
+                known = self.stacks.get(handle)
+                if known is None:
+                    self.stacks[handle] = printed
                     self.learned += 1
+                elif known != printed:
+                    # Handles are stack depot offsets, reused from boot to boot for other stacks: the
+                    # one cheap check that the stacks file and the dump are of the same boot.
+                    first = printed.split(b"\n", 1)[0].strip()[:60].decode("utf-8", "backslashreplace")
+                    raise InputError(
+                        self.name,
+                        f"handle {handle} is printed with the stack {first!r}…, not the one the stacks file "
+                        "lists for it: the stacks file is from another boot (--stacks needs the "
+                        "show_stacks_handles of the same boot as the dump)",
+                    )
                 return b""
             handle = int(m.group(1))
             frames = self.stacks.get(handle)

@@ -134,7 +134,7 @@ def open_input(
     from pagelab.pageowner.handles import Resolver, ResolvingReader  # handles imports this module
 
     with _open_plain(path, buffer_size) as stream:
-        raw = ResolvingReader(stream, Resolver(stacks))
+        raw = ResolvingReader(stream, Resolver(stacks, name=display_name(path)))
         resolved = io.BufferedReader(raw, buffer_size)
         resolved.resolver = raw.resolver  # type: ignore[attr-defined]  # for callers that report resolution
         yield resolved

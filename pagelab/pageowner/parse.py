@@ -612,7 +612,7 @@ def _iterate(
         from pagelab.pageowner.handles import Resolver, ResolvingReader
 
         # arg-type (here and below): a stream, not a path (is_path above).
-        yield from pump(io.BufferedReader(ResolvingReader(path_or_stream, Resolver(stacks))))  # type: ignore[arg-type]
+        yield from pump(io.BufferedReader(ResolvingReader(path_or_stream, Resolver(stacks, name=str(label)))))  # type: ignore[arg-type]
     else:
         yield from pump(path_or_stream)  # type: ignore[arg-type]
 

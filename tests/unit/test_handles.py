@@ -280,3 +280,29 @@ def test_7x_slab_and_memcg_lines_follow_the_handle_and_stay_extra_lines() -> Non
         "Page has been migrated, last migrate reason: compaction",
         "Charged (via objcg) to offline memcg leaky",
     )
+
+
+def test_a_stacks_file_of_another_boot_is_refused_when_a_record_prints_other_frames(
+    tmp_path: Path, dump612: bytes, real73: dict[str, bytes]
+) -> None:
+    # Same boot (a real 7.3 read and its show_stacks_handles): every printed stack matches the table.
+    table = parse_stacks(real73["show_stacks_handles"], "show_stacks_handles")
+    out, _ = resolve(real73["stack_handle"], table, 65536)
+    assert out == re.sub(rb"(?m)^handle: \d+\n", b"", real73["stack_handle"])
+    # Another boot: the same handle numbers name other stacks.
+    both, stacks, handles = to_handle_mode(dump612, stack_handle=True)
+    numbers = list(handles.values())
+    shifted = {numbers[i]: numbers[(i + 1) % len(numbers)] for i in range(len(numbers))}
+    other = b"".join(frames + b"handle: %d\n\n" % shifted[h] for frames, h in handles.items())
+    (tmp_path / "d.txt").write_bytes(both)
+    (tmp_path / "st.txt").write_bytes(other)
+    res = subprocess.run(
+        [*PAGELAB, "report", "d.txt", "--stacks", "st.txt"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "d.txt" in res.stderr and "stacks file is from another boot" in res.stderr
+    (tmp_path / "st.txt").write_bytes(stacks)
+    res = subprocess.run(
+        [*PAGELAB, "report", "d.txt", "--stacks", "st.txt"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.returncode == 0, res.stderr
