@@ -347,3 +347,12 @@ def test_bad_build_input_is_exit_2_and_writes_nothing(tmp_path: Path) -> None:
             run(settings, UI(plain=True, quiet=True), out=str(tmp_path / "out"))
         assert err.value.exit_code == 2, (argv, err.value)
         assert not (tmp_path / "out").exists(), argv
+
+
+def test_the_settle_is_a_phase_of_its_own(tmp_path: Path) -> None:
+    from pagelab.run.pipeline import _settle
+
+    state = _state(tmp_path, [0], "--iterations", "1", "--settle", "0")
+    state.phase = "workload 'true' iteration 1"
+    _settle(state, guest=None)  # no --drop-caches and no pause: nothing asked of the guest
+    assert state.phase == "settle"  # a signal or failure now is reported as during the settle
