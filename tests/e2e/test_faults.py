@@ -72,9 +72,9 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
 class Pagelab:
     """One `pagelab` subprocess; stderr collected line by line as it comes."""
 
-    def __init__(self, *args: str, tmp: Path) -> None:
+    def __init__(self, *args: str, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tag = uuid.uuid4().hex[:12]
-        env = {**os.environ, TAG: self.tag, "TMPDIR": str(tmp)}
+        env = {**os.environ, **(env or {}), TAG: self.tag, "TMPDIR": str(tmp)}
         self.proc = subprocess.Popen(
             [*PAGELAB, *args],
             stdout=subprocess.PIPE,
@@ -139,8 +139,8 @@ class Pagelab:
 def start(tmp_path: Path) -> Iterator[Callable[..., Pagelab]]:
     started: list[Pagelab] = []
 
-    def launch(*args: str) -> Pagelab:
-        p = Pagelab(*args, tmp=tmp_path)
+    def launch(*args: str, env: dict[str, str] | None = None) -> Pagelab:
+        p = Pagelab(*args, tmp=tmp_path, env=env)
         started.append(p)
         return p
 
@@ -423,17 +423,24 @@ def test_a_hostile_upload_name_runs_nothing_and_arrives_literally(start, tmp_pat
 
 
 # -- ten guests on one cache ------------------------------------------------------------------------------
-def test_ten_concurrent_boots_share_one_cache(start, kernel_build: BuildResult) -> None:
+def test_ten_concurrent_boots_share_one_cache(start, tmp_path: Path, kernel_build: BuildResult) -> None:
+    """An empty cache of their own (the cached kernel passed with --kernel): the ten race to create the
+    keys, the guest image and the po-read reader, which a warm shared cache would hand them ready-made."""
+    cache = tmp_path / "cache"
+    env = {"XDG_CACHE_HOME": str(cache)}
     marks = [f"pagelab_fault={uuid.uuid4().hex[:10]}" for _ in range(10)]
-    runs = [
-        start("boot", "--memory", "256M", "--cpus", "1", "--timeout", "900", "--append", m, "--", "cat /proc/cmdline")
-        for m in marks
-    ]
+    boot = ["boot", "--kernel", str(kernel_build.bzimage), "--memory", "256M", "--cpus", "1", "--timeout", "900"]
+    runs = [start(*boot, "--append", m, "--", "cat /proc/cmdline", env=env) for m in marks]
     codes = [r.finish(1500) for r in runs]
     assert codes == [0] * 10, [r.stderr[-500:] for r in runs if r.proc.returncode]
     for r, m in zip(runs, marks, strict=True):
         assert m in "".join(r.out)  # each answer came from its own guest
     assert all(r.leftovers() == {} for r in runs)
+    # Built once each, under the private cache: one client key, one host key, one image.
+    assert (cache / "pagelab" / "keys" / CLIENT_KEY_NAME).is_file() and (
+        cache / "pagelab" / "keys" / HOST_KEY_NAME
+    ).is_file()
+    assert not list(cache.rglob("*.partial")) and not list(cache.rglob(".*.tmp*"))
 
 
 # -- the kernel build: signals, SIGKILL, a stale lock, truncated cache entries --------------------------------
