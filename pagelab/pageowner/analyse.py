@@ -483,6 +483,22 @@ class Snapshot:
         snap.clock_ns = now_ns(self)
         return snap
 
+    def _allocs_of(self, rows: Mapping[RowKey, list[int]]) -> Allocations | None:
+        """The allocations of the kept ``rows`` (a subset of ``self.rows``, in its order), their row
+        indices renumbered to ``rows``' order as ``older_than`` does; None when this snapshot has none."""
+        if self.allocs is None:
+            return None
+        new_index = {k: i for i, k in enumerate(rows)}
+        renumber = [new_index.get(k, -1) for k in self.rows]
+        kept = Allocations()
+        for po, ts, r in zip(self.allocs.pfn_order, self.allocs.ts, self.allocs.row, strict=True):
+            new = renumber[r]
+            if new >= 0:
+                kept.pfn_order.append(po)
+                kept.ts.append(ts)
+                kept.row.append(new)
+        return kept
+
     def fragmentation(self) -> Fragmentation | None:
         """Mixed-pageblock pages, or None when the input has no PFN lines (or is show_stacks)."""
         if self.kind != "dump" or not self.has_pfn:
@@ -513,7 +529,7 @@ class Snapshot:
         all_filters = (*self.filters, *exprs)
         if self.kind == "dump":
             rows = {k: list(v) for k, v in self.rows.items() if stack_ok[k[0]] and all(f.match_row(k) for f in filters)}
-            return Snapshot.from_rows(
+            snap = Snapshot.from_rows(
                 kind="dump",
                 label=self.label,
                 source=self.source,
@@ -521,7 +537,10 @@ class Snapshot:
                 has_pfn=self.has_pfn,
                 warnings=self.warnings,
                 filters=all_filters,
+                allocs=self._allocs_of(rows),
             )
+            snap.clock_ns = self.clock_ns
+            return snap
         pages = {s: st.pages for s, st in self.stacks.items() if stack_ok[s]}
         return Snapshot.from_rows(
             kind=self.kind,

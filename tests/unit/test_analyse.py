@@ -152,6 +152,26 @@ def test_filter_by_comm_and_pid(po612):
     assert rest.total_pages + dd.total_pages == po612.total_pages
 
 
+def test_filtered_snapshots_keep_the_timestamps_of_their_rows(po612, fixtures, capsys):
+    # --filter … --by age (and --older-than) need each kept record's ts, pointing at its kept row.
+    dd = po612.filtered(["comm=dd"])
+    assert dd.allocs is not None and len(dd.allocs) == dd.records and dd.allocs.pages() == dd.total_pages
+    before = list(po612.rows)
+    row_of = {
+        (po, ts): before[r] for po, ts, r in zip(po612.allocs.pfn_order, po612.allocs.ts, po612.allocs.row, strict=True)
+    }
+    after = list(dd.rows)
+    assert all(
+        row_of[(po, ts)] == after[r] for po, ts, r in zip(dd.allocs.pfn_order, dd.allocs.ts, dd.allocs.row, strict=True)
+    )
+    assert sum(g.pages for g in dd.group("age")) == dd.total_pages
+    from pagelab.cli import main
+
+    assert main(["report", str(fixtures / "report_po612.txt.xz"), "--filter", "comm=dd", "--by", "age"]) == 0
+    captured = capsys.readouterr()
+    assert "By age" in captured.out and "unavailable" not in captured.err
+
+
 def test_filter_by_callsite_substring_and_gfp_flag(po612):
     shmem = po612.filtered(["callsite=shmem_get_folio"])
     assert {st.callsite for st in shmem.stacks.values()} == {"shmem_get_folio_gfp.constprop.0.isra.0"}
