@@ -747,6 +747,9 @@ class Collector:
             warning = resolver.warning(stem)
             if warning:
                 self.ui.warn(warning)
+                # The parser saw the same records without a stack (pageowner/parse.py): one warning, the
+                # resolver's, which names the handles; the run prints the snapshot's other warnings.
+                snapshot.warnings[:] = [w for w in snapshot.warnings if "have no stack" not in w]
         if self.memory.has_show_stacks:
             taken.stacks_path = self.out_dir / f"{stem}.show_stacks.zst"
             t1 = time.perf_counter()
