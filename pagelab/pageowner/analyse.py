@@ -298,6 +298,9 @@ class Snapshot:
     # Every record's (PFN, order, ts) and row, when each record has a PFN and a ts (identities.py).
     allocs: Allocations | None = None
     clock_ns: int | None = None  # the guest's clock (page_owner's ts clock) when the snapshot was taken
+    # After older_than: only allocations with ts at or before this were kept (what re-reads of the dump,
+    # pollution.blocks_for, must keep too: a row's young records share its key with its old ones).
+    ts_cutoff_ns: int | None = None
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -481,6 +484,7 @@ class Snapshot:
             allocs=kept,
         )
         snap.clock_ns = now_ns(self)
+        snap.ts_cutoff_ns = cutoff if self.ts_cutoff_ns is None else min(cutoff, self.ts_cutoff_ns)
         return snap
 
     def _allocs_of(self, rows: Mapping[RowKey, list[int]]) -> Allocations | None:
@@ -540,6 +544,7 @@ class Snapshot:
                 allocs=self._allocs_of(rows),
             )
             snap.clock_ns = self.clock_ns
+            snap.ts_cutoff_ns = self.ts_cutoff_ns
             return snap
         pages = {s: st.pages for s, st in self.stacks.items() if stack_ok[s]}
         return Snapshot.from_rows(

@@ -302,11 +302,20 @@ def split_views(by: Iterable[str]) -> tuple[bool, list[str]]:
 
 
 def blocks_for(snap: Snapshot, path: str, ui: UI, stacks: Mapping[int, bytes] | None = None) -> BlockMap | None:
-    """The pageblock map of the dump ``snap`` was read from (re-read from ``path``, honouring its filters),
-    or None for show_stacks input or stdin. Raises InputError if the file changed into something unreadable.
+    """The pageblock map of the dump ``snap`` was read from (re-read from ``path``, honouring its filters:
+    its rows, and with ``--older-than`` only the records allocated by its cutoff, since a row that kept one
+    old allocation would let its young ones through), or None for show_stacks input or stdin. Raises
+    InputError if the file changed into something unreadable.
     """
     if snap.kind != "dump" or path == "-":
         return None
-    keep = (lambda r: row_key(r) in snap.rows) if snap.filters else None
+    cutoff = snap.ts_cutoff_ns
+
+    def kept(r: Record) -> bool:
+        if cutoff is not None and (r.ts_ns is None or r.ts_ns > cutoff):
+            return False
+        return row_key(r) in snap.rows
+
+    keep = kept if snap.filters or cutoff is not None else None
     with ui.progress(f"mapping pageblocks of {path}"):
         return scan(path, snap.source, keep, stacks)

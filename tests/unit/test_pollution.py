@@ -147,3 +147,21 @@ def test_report_by_pollution_on_stdin_is_a_usage_error(capsys) -> None:
 def test_report_by_pollution_on_show_stacks_warns(fixtures: Path, capsys) -> None:
     assert main(["report", str(fixtures / "report_ss612.txt.xz"), "--by", "pollution"]) == 0
     assert "unavailable for show_stacks" in capsys.readouterr().err
+
+
+def test_report_by_pollution_honours_older_than(tmp_path: Path) -> None:
+    # One row (same stack, comm, order, types) with one old allocation and three young ones: only the old
+    # one is at least 10 s old, so only its page pollutes.
+    stack = ["get_page_from_freelist+0x1/0x2", "alloc_inode+0x1/0x2"]
+    ages = [(0x40000, 1), (0x40001, 95), (0x40002, 96), (0x40003, 100)]
+    text = "".join(
+        record(pfn, 0, "Unmovable", "Movable", stack).replace("ts 5 ns", f"ts {s * 10**9} ns") for pfn, s in ages
+    )
+    (tmp_path / "d.txt").write_text(text)
+    out = tmp_path / "r.json"
+    assert (
+        main(["report", str(tmp_path / "d.txt"), "--by", "pollution", "--older-than", "10s", "--json", str(out)]) == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["total_pages"] == 1
+    assert data["pollution"]["pages"] == 1 and data["pollution"]["culprits"][0]["pages"] == 1
