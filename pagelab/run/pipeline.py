@@ -586,7 +586,12 @@ def _report(state: RunState, ui: UI, json_out: str | None) -> tuple[Outcome, Pag
 
 def _fallback_outcome(state: RunState) -> Outcome:
     """The report when the analysis itself failed: the run's facts without suspects."""
-    code = 3 if state.crashes else 128 + state.signal if state.signal is not None else 4
+    if state.crashes:
+        code = 3
+    elif state.signal is not None:
+        code = 128 + state.signal
+    else:
+        code = state.error_code  # the stopping error's (2 for a UsageError), else 4 (this analysis failure)
     report: dict[str, Any] = {
         "status": "crash" if state.crashes else "error",
         "error": state.error,
