@@ -45,6 +45,8 @@ DEFAULT_CPUS = 2
 MAX_CPUS = 64
 ACCELS = ("auto", "kvm", "tcg")
 BASES = ("tinyconfig", "defconfig")
+#: The base config of a build without ``--base`` (pagelab/kernel/build.py).
+DEFAULT_BASE = "tinyconfig"
 
 _GROUP_TITLES: dict[Stage, str] = {"build": "kernel build", "guest": "guest", "run": "run"}
 _TABLES: dict[Stage, str] = {"build": "kernel", "guest": "guest", "run": "run"}
@@ -148,6 +150,9 @@ class Setting:
     choices: tuple[str, ...] = ()
     check: Callable[[Any], Any] | None = None  # per value (per element of a repeatable setting)
     check_all: Callable[[Any], Any] | None = None  # on the whole list
+    # What the stage does when the value is None, read from the stage's own constant when the help is shown
+    # (not at import: the stages import this module, and importing them is slow).
+    default_help: Callable[[], str] | None = None
     toml_also: tuple[type, ...] = ()  # other TOML types accepted and turned into ``type`` (memory = 1024)
     type: type = str  # str, int, float or bool (the element type of a repeatable setting)
     repeatable: bool = False
@@ -196,11 +201,12 @@ class Settings:
     # kernel build: pagelab/kernel/build.py
     kernel_src: str | None = _setting(
         None, "--kernel-src", stage="build", key="src", metavar="PATH|X.Y", kind="source", example="linux",
-        help="kernel tree, tarball or Debian linux-source version X.Y (default: linux-source-6.12)",
+        default_help=lambda: _stage_default("kernel_src"),
+        help="kernel tree, tarball or Debian linux-source version X.Y",
     )  # fmt: skip
     base: str | None = _setting(
         None, "--base", stage="build", metavar="tinyconfig|defconfig|FILE", kind="base", example="defconfig",
-        help="base config (default tinyconfig)",
+        help=f"base config (default {DEFAULT_BASE})",
     )  # fmt: skip
     fragments: list[str] = _setting(
         [], "--fragment", stage="build", key="fragments", metavar="NAME|FILE", kind="fragment",
@@ -239,6 +245,7 @@ class Settings:
     )  # fmt: skip
     timeout: float | None = _setting(
         None, "--timeout", stage="guest", metavar="SECONDS", check=_positive_seconds, example=240.5,
+        default_help=lambda: _stage_default("timeout"),
         help="boot/command timeout",
     )  # fmt: skip
     keep: bool = _setting(
@@ -273,7 +280,8 @@ class Settings:
     )  # fmt: skip
     readers: int | None = _setting(
         None, "--readers", stage="run", metavar="N", check=_at_least(1), example=3,
-        help="parallel page_owner readers (default: 2 per vCPU)",
+        default_help=lambda: _stage_default("readers"),
+        help="parallel page_owner readers",
     )  # fmt: skip
     workload_timeout: float = _setting(
         900.0, "--workload-timeout", stage="run", metavar="SECONDS", check=_positive_seconds, example=120.0,
@@ -382,7 +390,42 @@ def normalise(setting: Setting, value: str, base_dir: Path | None = None) -> str
 
 
 # -- argparse ---------------------------------------------------------------------------------------------
+def _stage_default(name: str) -> str:
+    """What the stage uses for setting ``name`` left at None, from the stage's constant (imported late: the
+    stages import this module)."""
+    if name == "kernel_src":
+        from pagelab.kernel.source import DEFAULT_PACKAGE
+
+        return DEFAULT_PACKAGE
+    if name == "timeout":
+        from pagelab.guest.qemu import BOOT_TIMEOUT
+
+        boot = ", ".join(f"{seconds:g} s with {accel.upper()}" for accel, seconds in BOOT_TIMEOUT.items())
+        return f"boot {boot}; the command of `boot -- CMD` has no limit"
+    if name == "readers":
+        from pagelab.collect.collector import READERS_PER_CPU
+
+        return f"{READERS_PER_CPU} per vCPU"
+    raise KeyError(name)
+
+
+class _Deferred:
+    """A help fragment computed only when argparse formats the help (``%(stage_default)s``).
+
+    The stages' constants live in modules that import paramiko and zstandard: importing them to build the
+    parser would slow every command's start, ``pagelab sort`` included, by ~0.1 s.
+    """
+
+    def __init__(self, compute: Callable[[], str]) -> None:
+        self._compute = compute
+
+    def __str__(self) -> str:
+        return self._compute()
+
+
 def _help(s: Setting) -> str:
+    if s.default_help is not None:
+        return f"{s.help} (default: %(stage_default)s)"
     shown = s.default not in (None, [], False) and "default" not in s.help
     if shown and not s.repeatable:
         return f"{s.help} (default {_show(s.default).strip(chr(39))})"
@@ -406,7 +449,9 @@ def add_arguments(parser: argparse.ArgumentParser, *stages: Stage) -> None:
                 if s.choices:
                     kw["choices"] = s.choices
                     del kw["metavar"]
-            group.add_argument(*s.flags, **kw)
+            action = group.add_argument(*s.flags, **kw)
+            if s.default_help is not None:
+                action.stage_default = _Deferred(s.default_help)  # type: ignore[attr-defined]
 
 
 def given(args: argparse.Namespace) -> dict[str, Any]:

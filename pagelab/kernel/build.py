@@ -51,7 +51,7 @@ from pagelab.kernel.fragments import resolve as resolve_fragment
 from pagelab.kernel.source import DEFAULT_TARBALL_GLOB, KernelSource, resolve_source
 from pagelab.procs import popen_tied, signals_interrupt, step_failed, tool_version
 from pagelab.resources import kconfigs_dir
-from pagelab.settings import BASES
+from pagelab.settings import BASES, DEFAULT_BASE
 from pagelab.settings import check as check_setting
 from pagelab.ui import UI
 
@@ -182,7 +182,7 @@ def _compiler(make_vars: Sequence[str]) -> str:
 
 def _plan(opts: BuildOptions, ui: UI) -> _Plan:
     check_setting("jobs", opts.jobs)
-    base = opts.base or "tinyconfig"
+    base = opts.base or DEFAULT_BASE
     if base in BASES:
         base_digest = ""
     else:
@@ -602,7 +602,7 @@ def _metadata(
     reproduce = ["pagelab", "build"]
     if plan.src.kind != "tarball" or plan.src.origin != _default_origin():
         reproduce += ["--kernel-src", plan.src.origin]
-    if plan.base != "tinyconfig":
+    if plan.base != DEFAULT_BASE:
         reproduce += ["--base", plan.base]
     defaults = {KCONFIGS / n for n in DEFAULT_FRAGMENTS}
     for frag in plan.fragments:

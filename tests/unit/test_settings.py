@@ -6,6 +6,8 @@ The round-trip tests iterate over the declared settings, so a new setting is cov
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,34 @@ def test_memory_and_cpu_defaults_are_the_settings_defaults() -> None:
     assert (config.memory_mib, config.cpus) == (1024, guest.cpus)
     help_text = build_parser()._subparsers._group_actions[0].choices["boot"].format_help()  # type: ignore[union-attr]
     assert f"(default {defaults.memory})" in help_text and f"(default {defaults.cpus})" in help_text
+
+
+def test_help_shows_the_defaults_the_stages_use_from_their_own_constants() -> None:
+    from pagelab.collect.collector import READERS_PER_CPU
+    from pagelab.guest.qemu import BOOT_TIMEOUT
+    from pagelab.kernel.source import DEFAULT_PACKAGE
+    from pagelab.settings import DEFAULT_BASE
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    text = " ".join(run.format_help().split())
+    assert (
+        f"--kernel-src PATH|X.Y kernel tree, tarball or Debian linux-source version X.Y (default: {DEFAULT_PACKAGE})"
+        in text
+    )
+    assert f"--base tinyconfig|defconfig|FILE base config (default {DEFAULT_BASE})" in text
+    assert f"--readers N parallel page_owner readers (default: {READERS_PER_CPU} per vCPU)" in text
+    for accel, seconds in BOOT_TIMEOUT.items():
+        assert f"{seconds:g} s with {accel.upper()}" in text
+    # The settings leave these at None for the stage to decide: the help must not claim a value of its own.
+    assert all(getattr(Settings(), name) is None for name in ("kernel_src", "base", "readers", "timeout"))
+
+
+def test_building_the_parser_does_not_import_the_stages_for_their_defaults() -> None:
+    # The help reads the stages' constants only when shown: importing the guest (paramiko) and the collector
+    # (zstandard) to build the parser would slow every command's start.
+    code = "import sys; from pagelab.cli import build_parser; build_parser(); print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'pagelab.guest.qemu'" not in out and "'pagelab.collect.collector'" not in out
 
 
 # -- profiles/default.toml is the run with no arguments ----------------------------------------------------
