@@ -13,7 +13,8 @@ from rich.text import Text
 
 from pagelab.errors import InputError, UsageError
 from pagelab.pageowner import export
-from pagelab.pageowner.analyse import Snapshot
+from pagelab.pageowner.analyse import Snapshot, callsite_index
+from pagelab.pageowner.parse import parse_frame
 from pagelab.pageowner.render import mib, table
 from pagelab.source import allocinfo as ai
 from pagelab.source.lens import NOWHERE, SOURCE_KEYS, SourceLens, Where, annotate_stacks, group, open_lens
@@ -127,7 +128,7 @@ def annotate_suspects(
         w = where.get(tuple(r.get("frames") or ()), NOWHERE)
         r.update(w.to_json())
         if growth is not None:
-            hit = ai.join(r.get("callsite", ""), r.get("module"), growth, _chain(w))
+            hit = ai.join(r.get("callsite", ""), callsite_module(r.get("frames") or ()), growth, _chain(w))
             r["allocinfo"] = hit.to_json() if hit else None
 
 
@@ -231,7 +232,7 @@ def suspect_notes(
     out: Notes = {}
     for r in rows:
         w = where.get(r.frames, NOWHERE)
-        row = ai.join(r.callsite, r.module, growth, _chain(w)) if growth else None
+        row = ai.join(r.callsite, callsite_module(r.frames), growth, _chain(w)) if growth else None
         lines = note_lines(w, row)
         if lines:
             out[r.frames] = lines
@@ -257,6 +258,15 @@ def run_lens(build_dir: str | None, modules: Iterable[str], ui: UI) -> SourceLen
     except InputError as err:
         ui.warn(f"source lines unavailable: {err}")
         return None
+
+
+def callsite_module(frames: Sequence[str]) -> str | None:
+    """The module of the callsite frame itself (None: built-in), which allocinfo rows are tagged with.
+
+    Not a suspect's ``module`` (analyse.module_of: the first module anywhere in the stack): built-in
+    code called from a module (shmem_get_folio_gfp under a module's write handler) is tagged vmlinux.
+    """
+    return parse_frame(frames[callsite_index(frames)])[1] if frames else None
 
 
 def _chain(w: Where) -> list[tuple[str, str, int]]:

@@ -88,6 +88,32 @@ def test_a_suspect_joins_the_row_of_its_callsite_function_and_module() -> None:
     assert ai.join("shmem_alloc_folio", None, rows) is None  # it shrank: no growth row
 
 
+def test_suspects_join_by_the_module_of_their_callsite_frame_not_of_the_stack() -> None:
+    # Built-in alloc_pipe_info called from a module: the stack's module is leaky, but allocinfo tags the
+    # row with the callsite's own (vmlinux); a module's own callsite keeps its module.
+    from types import SimpleNamespace
+
+    from pagelab.pageowner.analyse import module_of
+    from pagelab.source.lens import NOWHERE
+    from pagelab.source.report import annotate_suspects, suspect_notes
+
+    rows = ai.growth([ai.parse(V1_BEFORE), ai.parse(V1_AFTER)])
+    alloc = ("get_page_from_freelist+0x1/0x2", "__alloc_pages_noprof+0x1/0x2")
+    pipe = (*alloc, "alloc_pipe_info+0x1/0x2", "leaky_pipe+0x1/0x2 [leaky]")
+    slab = (*alloc, "leaky_slab_leak+0x1/0x2 [leaky]", "vfs_write+0x1/0x2")
+    assert module_of(pipe) == "leaky"
+    suspects = [
+        {"callsite": "alloc_pipe_info", "module": "leaky", "frames": list(pipe)},
+        {"callsite": "leaky_slab_leak", "module": "leaky", "frames": list(slab)},
+    ]
+    annotate_suspects(suspects, {}, rows)
+    assert [s["allocinfo"]["function"] for s in suspects] == ["alloc_pipe_info", "leaky_slab_leak"]
+    notes = suspect_notes(
+        [SimpleNamespace(callsite="alloc_pipe_info", module="leaky", frames=pipe)], {pipe: NOWHERE}, rows
+    )
+    assert "fs/pipe.c:800" in " ".join(notes[pipe])
+
+
 def test_the_inline_chain_of_the_callsite_finds_the_row_of_an_inlined_allocation() -> None:
     # 6.12 inlines shmem_alloc_folio (where allocinfo tags the allocation) into shmem_get_folio_gfp
     # (the frame page owner prints): the resolved chain of that frame names both.
