@@ -47,8 +47,9 @@ def verdict(per_snapshot: Sequence[int], history: History | None, t: Thresholds 
     where it started. ``growth``: no identities (``history`` None). Otherwise the judged cohorts are the
     run's own: pages born in an interval (snapshot 1 to the one before the last). The baseline's pages
     (cohort 0) were born before the run, so what happens to them (long-lived boot pages kept, or freed)
-    says nothing about what the run leaks; they are judged only for a plain two-dump diff, where
-    nothing else had time to be freed. The last interval's cohort has not had time to be freed either.
+    says nothing about what the run leaks; they are judged only when the run has no earlier cohort with
+    pages (a plain two-dump diff, or a stack that gained pages only in the last interval). The last
+    interval's cohort has not had time to be freed.
     Of the judged cohorts, those of at least ``min_cohort_pages`` pages count, or all of them when none
     is that large: ``leak`` when at least ``kept_fraction`` of their pages are alive at the last
     snapshot (or when none were born: nothing yet says otherwise), else ``cache`` (freed and replaced),
@@ -62,7 +63,7 @@ def verdict(per_snapshot: Sequence[int], history: History | None, t: Thresholds 
     if history is None:
         return GROWTH
     n = len(history.cohorts)
-    earlier = range(1, n - 1) if n > 2 else range(n - 1)
+    earlier = [i for i in range(1, n - 1) if history.born(i) > 0] or [0]
     judged = [i for i in earlier if history.born(i) >= t.min_cohort_pages] or [
         i for i in earlier if history.born(i) > 0
     ]

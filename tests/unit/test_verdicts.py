@@ -221,6 +221,10 @@ def test_the_baseline_cohort_is_not_judged_when_the_run_has_cohorts_of_its_own()
     # Two dumps (a diff) have no cohort of their own but the baseline's: it decides.
     assert verdict([100, 150], history([100, 0], [0, 150]), t) == "cache"
     assert verdict([100, 150], history([100, 100], [0, 50]), t) == "leak"
+    # So does a run whose stack gained pages only in the last interval: a few baseline pages replaced by a
+    # few new ones is churn, kept baseline pages beside new ones are not.
+    assert verdict([5, 1, 9], history([5, 1, 1], [0, 0, 0], [0, 0, 8]), t) == "cache"
+    assert verdict([20, 20, 28], history([20, 20, 20], [0, 0, 0], [0, 0, 8]), t) == "leak"
 
 
 def test_the_baseline_cohort_is_not_judged_on_real_dumps():
