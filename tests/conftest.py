@@ -2,8 +2,10 @@
 
 Honest markers: ``-m "not slow and not vm"`` must build no kernel, compile no C tool and boot nothing.
 A test is marked ``slow`` at collection, whatever its module says, when it uses a fixture of
-HEAVY_FIXTURES or when it or any fixture it uses (directly or through another) calls one of HEAVY_CALLS;
-tests/unit/test_markers.py proves, on pytest's real ``-m`` selection, that the fast part holds none.
+HEAVY_FIXTURES or when it or any fixture it uses (directly or through another) calls one of HEAVY_CALLS.
+tests/unit/test_markers.py checks, on the unfiltered collection, that every test this scan flags carries
+``slow`` and that each fixture and call of the lists is found somewhere; and, with a scan of its own, that
+no test of pytest's real fast selection boots a guest.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Fixtures that build a kernel (kernel_build, default_kernel), boot material built from one
 # (guest_image) or compile a C tool (c_tool/c_tools: the kernel's page_owner_sort; po_read: the guest reader).
 HEAVY_FIXTURES = frozenset({"kernel_build", "default_kernel", "guest_image", "c_tool", "c_tools", "po_read"})
-# The functions that build a kernel or compile a C tool (their call in a test or fixture marks it slow).
-HEAVY_CALLS = ("build_kernel(", "build_reader(", "build_c_tools(")
+# The calls that build a kernel, compile a C tool or boot a guest (pagelab/guest/session.py's Guest: what
+# `pagelab boot` and `pagelab run` boot with); their call in a test or fixture marks it slow.
+HEAVY_CALLS = ("build_kernel(", "build_reader(", "build_c_tools(", "Guest(")
 # Set by tests/unit/test_markers.py: where a collect-only session writes what it selected.
 SELECTION_REPORT = "PAGELAB_TEST_SELECTION_REPORT"
 
