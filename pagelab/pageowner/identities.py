@@ -228,12 +228,24 @@ def _match_moved(prev: _Columns, cur: _Columns, used: bytearray, found: bytearra
     """Match the allocations ``_match`` left over (``found`` 0) to the previous ones it left (``used`` 0)
     of the same stack by ts: a piece of a split (a lower order, its PFN inside the previous allocation's
     range) inherits that allocation's cohort, as many pieces as there are; a moved allocation (same
-    order, another PFN) takes one previous allocation's. Only the leftovers are sorted, as index arrays
-    (4 bytes each), so memory stays bounded by the dump. Returns how many matched."""
+    order, another PFN) takes one previous allocation's. Returns how many matched.
+
+    Memory stays bounded by what moved, not by the dump: an allocation born since the previous snapshot
+    (most leftovers) has a ts later than all of the previous snapshot's and is skipped by one comparison,
+    and of the previous leftovers (the freed ones) only those sharing a ts with a candidate are sorted,
+    as index arrays."""
     ppo, pts, psid = prev.po, prev.ts, prev.sid
     po, ts, sid = cur.po, cur.ts, cur.sid
-    left = array("I", sorted((i for i in range(len(ppo)) if not used[i]), key=lambda i: (psid[i], pts[i])))
-    want = array("I", sorted((x for x in range(len(po)) if not found[x]), key=lambda x: (sid[x], ts[x])))
+    if not pts:
+        return 0
+    newest = max(pts)
+    want = array("I", (x for x in range(len(po)) if not found[x] and ts[x] <= newest))
+    if not want:
+        return 0
+    stamps = {ts[x] for x in want}
+    left = array("I", (i for i in range(len(ppo)) if not used[i] and pts[i] in stamps))
+    left = array("I", sorted(left, key=lambda i: (psid[i], pts[i])))
+    want = array("I", sorted(want, key=lambda x: (sid[x], ts[x])))
     i, n, shared = 0, len(left), 0
     for x in want:
         s, t = sid[x], ts[x]
