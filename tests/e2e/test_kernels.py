@@ -174,8 +174,13 @@ def test_handle_mode_collection_gives_the_records_of_a_stack_mode_collection(gue
     assert same == [
         (r.stack, r.extra, r.order, r.gfp_mask, r.comm, r.pid, r.migratetype) for r in (b[k] for k in common)
     ]
-    # And pagelab's own analysis of the two agrees on the owners.
-    assert [s.stack for s in stack.snapshot.ranked()[:5]] == [s.stack for s in handle.snapshot.ranked()[:5]]
+    # And pagelab's own analysis of the two agrees on the owners: each top stack of the stack-mode read has the
+    # same pages in the handle-mode read, up to the pages that changed hands between the reads (a rank-by-rank
+    # comparison is not stable: two stacks a few pages apart swap places when the SSH channels churn).
+    churn = sum(a[k].pages for k in a.keys() - common) + sum(b[k].pages for k in b.keys() - common)
+    in_handle = {s.stack: s.pages for s in handle.snapshot.ranked()}
+    for top in stack.snapshot.ranked()[:5]:
+        assert abs(top.pages - in_handle.get(top.stack, 0)) <= churn, (top.callsite, top.pages, churn)
 
 
 def test_external_modules_land_in_their_own_directory_on_7_3() -> None:
