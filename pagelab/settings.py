@@ -451,6 +451,7 @@ def add_arguments(parser: argparse.ArgumentParser, *stages: Stage) -> None:
                     del kw["metavar"]
             action = group.add_argument(*s.flags, **kw)
             if s.default_help is not None:
+                # attr-defined: argparse.Action has no such attribute; the help formatter reads it for the default.
                 action.stage_default = _Deferred(s.default_help)  # type: ignore[attr-defined]
 
 
