@@ -1,4 +1,4 @@
-"""``pagelab sort``: the kernel's tools/mm/page_owner_sort (6.12), byte for byte, several times faster.
+"""``pagelab sort``: the kernel's tools/mm/page_owner_sort (6.12 and 7.3, ``--compat``), byte for byte, faster.
 
 How the C tool works (and so what must be reproduced exactly): it reads blocks of lines ending at a
 blank line, keeps a ``PFN`` line aside (only for the allocator class: CMA, SLAB), removes the ``ts``
