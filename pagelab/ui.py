@@ -10,9 +10,10 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,6 +22,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 
@@ -77,6 +79,24 @@ class UI:
     def print(self, *objects: Any, **kwargs: Any) -> None:
         """Print a report object (rich renderable or text) on the report console."""
         self.out.print(*objects, **kwargs)
+
+    def listing(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], note: str) -> None:
+        """A catalogue of what pagelab ships (``workloads``, ``fragments``, ``profiles``): a table, then a note.
+
+        The first column is a name (never wrapped), the second a description (folded); any others as they come.
+        """
+        table = Table(
+            title=title,
+            box=box.ASCII if self.plain else box.SIMPLE_HEAD,
+            title_justify="left",
+            show_edge=not self.plain,
+        )
+        for i, column in enumerate(columns):
+            table.add_column(column, no_wrap=i == 0, overflow="fold" if i == 1 else "ellipsis")
+        for row in rows:
+            table.add_row(*row)
+        self.print(table)
+        self.print(note)
 
     # -- progress ------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich import box
-from rich.table import Table
-
 from pagelab import resources
 from pagelab.ui import UI
 
@@ -79,15 +76,9 @@ def resolve(value: str) -> Path:
 
 def render_catalogue(ui: UI) -> None:
     """``pagelab fragments``: the shipped extras with what each is for."""
-    table = Table(
-        title="Shipped kconfig fragments (--fragment NAME, repeatable; a path or FILE.config is your own fragment)",
-        box=box.ASCII if ui.plain else box.SIMPLE_HEAD,
-        title_justify="left",
-        show_edge=not ui.plain,
+    ui.listing(
+        "Shipped kconfig fragments (--fragment NAME, repeatable; a path or FILE.config is your own fragment)",
+        ("name", "what it is for"),
+        ((f.name, f.description) for f in shipped().values()),
+        f"always applied (kconfigs/): {', '.join(DEFAULT_FRAGMENTS)}",
     )
-    table.add_column("name", no_wrap=True)
-    table.add_column("what it is for", overflow="fold")
-    for f in shipped().values():
-        table.add_row(f.name, f.description)
-    ui.print(table)
-    ui.print(f"always applied (kconfigs/): {', '.join(DEFAULT_FRAGMENTS)}")

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.table import Table
-
 from pagelab import resources
 from pagelab.errors import UsageError
 from pagelab.settings import Settings, from_toml, merged, schema
@@ -105,15 +102,9 @@ def shipped() -> dict[str, Profile]:
 
 def render_catalogue(ui: UI) -> None:
     """``pagelab profiles``: the shipped run profiles with their descriptions."""
-    table = Table(
-        title="Shipped run profiles (pagelab run --profile NAME; a path or FILE.toml is your own profile)",
-        box=box.ASCII if ui.plain else box.SIMPLE_HEAD,
-        title_justify="left",
-        show_edge=not ui.plain,
+    ui.listing(
+        "Shipped run profiles (pagelab run --profile NAME; a path or FILE.toml is your own profile)",
+        ("name", "what it runs"),
+        ((p.name, p.description) for p in shipped().values()),
+        "flags given with --profile override its values (lists too)",
     )
-    table.add_column("name", no_wrap=True)
-    table.add_column("what it runs", overflow="fold")
-    for p in shipped().values():
-        table.add_row(p.name, p.description)
-    ui.print(table)
-    ui.print("flags given with --profile override its values (lists too)")

@@ -13,9 +13,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich import box
-from rich.table import Table
-
 from pagelab.errors import UsageError
 from pagelab.resources import guest_dir
 from pagelab.ui import UI
@@ -151,16 +148,9 @@ def check_host_tools(workloads: list[Workload]) -> None:
 def render_catalogue(ui: UI, entries: dict[str, Entry] | None = None) -> None:
     """``pagelab workloads``: every built-in workload with its usage, what it does and what it needs."""
     entries = catalogue() if entries is None else entries
-    table = Table(
-        title="Built-in workloads (--workload NAME [ARGS]; anything else runs as a shell command in the guest)",
-        box=box.ASCII if ui.plain else box.SIMPLE_HEAD,
-        title_justify="left",
-        show_edge=not ui.plain,
+    ui.listing(
+        "Built-in workloads (--workload NAME [ARGS]; anything else runs as a shell command in the guest)",
+        ("usage", "what it does", "needs"),
+        ((e.usage, e.summary, ", ".join(e.requires)) for e in entries.values()),
+        f"default set (pagelab run with no --workload): {', '.join(DEFAULT_WORKLOADS)}",
     )
-    table.add_column("usage", no_wrap=True)
-    table.add_column("what it does", overflow="fold")
-    table.add_column("needs")
-    for e in entries.values():
-        table.add_row(e.usage, e.summary, ", ".join(e.requires))
-    ui.print(table)
-    ui.print(f"default set (pagelab run with no --workload): {', '.join(DEFAULT_WORKLOADS)}")
