@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 
 from pagelab.errors import InputError, UsageError
@@ -133,6 +134,17 @@ def annotate_suspects(
 
 
 # -- allocinfo inputs --------------------------------------------------------------------------------
+def _allocinfo_table(ui: UI, title: str) -> Table:
+    """The columns of an allocinfo listing: rank, bytes, calls, file:line, module, function."""
+    t = table(ui, title)
+    for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
+        # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t.add_column("module")
+    t.add_column("function", overflow="fold")
+    return t
+
+
 def report_allocinfo(path: str, ui: UI, *, top: int, json_out: str | None) -> int:
     """``pagelab report FILE.allocinfo``: callsites by live bytes."""
     info = ai.load(path)
@@ -140,12 +152,7 @@ def report_allocinfo(path: str, ui: UI, *, top: int, json_out: str | None) -> in
     head = Text(f"{info.source}", style="" if ui.plain else "bold")
     head.append(f"  (allocinfo {info.version})\n{len(rows):,} callsites, {info.total_bytes:,} bytes live")
     ui.print(head)
-    t = table(ui, f"Top {min(top, len(rows))} callsites by live bytes")
-    for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
-        # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    t.add_column("module")
-    t.add_column("function", overflow="fold")
+    t = _allocinfo_table(ui, f"Top {min(top, len(rows))} callsites by live bytes")
     for i, r in enumerate(rows[:top], 1):
         flag = "" if r.accurate else " (inaccurate)"
         t.add_row(
@@ -190,12 +197,7 @@ def diff_allocinfo(before: str, after: str, ui: UI, *, top: int, json_out: str |
 def render_growth(ui: UI, snaps: Sequence[ai.AllocInfo], *, top: int) -> None:
     rows = ai.growth(snaps)
     labels = " → ".join(s.label for s in snaps)
-    t = table(ui, f"allocinfo growth ({len(rows)} callsites grew: {labels})")
-    for col, just in (("#", "right"), ("bytes", "right"), ("calls", "right"), ("file:line", "left")):
-        # arg-type: rich wants a JustifyMethod literal; the tuple above widens it to str.
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    t.add_column("module")
-    t.add_column("function", overflow="fold")
+    t = _allocinfo_table(ui, f"allocinfo growth ({len(rows)} callsites grew: {labels})")
     for i, g in enumerate(rows[:top], 1):
         flag = "" if g.accurate else " (inaccurate)"
         t.add_row(
