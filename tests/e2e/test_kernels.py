@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import zstandard
+from missing import missing_source
 
 from pagelab.cli import main
 from pagelab.collect.collector import READER_GUEST_PATH, SHOW_STACKS_HANDLES, Collector, build_reader
@@ -47,18 +46,6 @@ def quiet() -> UI:
     return UI(plain=True, quiet=True)
 
 
-def _missing(reason: str) -> NoReturn:
-    """A kernel source (or the compiler) is missing: a skip on a developer's machine, a failure under CI.
-
-    As tests/e2e/chromium.py does for the browser: CI (CI set) runs scripts/setup-host.sh, so a missing
-    source there means its fetch failed (it warns and goes on) and must not pass as a skip.
-    """
-    hint = "fetch the source with scripts/get-kernel-source.sh VERSION SUITE (7.3: trixie-backports)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so this is a failure: {hint}", pytrace=False)
-    pytest.skip(f"{reason} ({hint})")
-
-
 _BUILDS: dict[str, BuildResult] = {}
 
 
@@ -68,7 +55,7 @@ def kernel(version: str) -> BuildResult:
         try:
             debian_tarball(version)
         except InputError as err:
-            _missing(str(err))
+            missing_source(str(err))
         _BUILDS[version] = build_kernel(BuildOptions(kernel_src=version), UI(plain=True))
     return _BUILDS[version]
 

@@ -11,17 +11,16 @@ import bz2
 import gzip
 import importlib.util
 import lzma
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from missing import missing_source
 from sort_ctool import build_c_tools, run_c
 
 from pagelab import cli
@@ -32,24 +31,12 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAGELAB = [sys.executable, "-m", "pagelab"]
 
 
-def _missing(reason: str) -> NoReturn:
-    """A kernel source (or the compiler) is missing: a skip on a developer's machine, a failure under CI.
-
-    As tests/e2e/chromium.py does for the browser: CI (CI set) runs scripts/setup-host.sh, so a missing
-    source there means its fetch failed (it warns and goes on) and must not pass as a skip.
-    """
-    hint = "fetch the source with scripts/get-kernel-source.sh VERSION SUITE (7.3: trixie-backports)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so this is a failure: {hint}", pytrace=False)
-    pytest.skip(f"{reason} ({hint})")
-
-
 @pytest.fixture(scope="module")
 def c_tool() -> Path:
     try:
         return build_c_tools()[0]
     except FileNotFoundError as err:
-        _missing(f"cannot build page_owner_sort: {err}")
+        missing_source(f"cannot build page_owner_sort: {err}")
 
 
 def _dump(name: str) -> bytes:

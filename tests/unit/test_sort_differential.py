@@ -10,11 +10,10 @@ difference, see docs/sort.md); usage errors must exit 2 with one line where the 
 from __future__ import annotations
 
 import lzma
-import os
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+from missing import missing_source
 from sort_ctool import VERSIONS, build_c_tools, compat_of, run_c
 
 from pagelab import cli
@@ -145,25 +144,13 @@ USAGE_ERRORS = [
 ]
 
 
-def _missing(reason: str) -> NoReturn:
-    """A kernel source (or the compiler) is missing: a skip on a developer's machine, a failure under CI.
-
-    As tests/e2e/chromium.py does for the browser: CI (CI set) runs scripts/setup-host.sh, so a missing
-    source there means its fetch failed (it warns and goes on) and must not pass as a skip.
-    """
-    hint = "fetch the source with scripts/get-kernel-source.sh VERSION SUITE (7.3: trixie-backports)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so this is a failure: {hint}", pytrace=False)
-    pytest.skip(f"{reason} ({hint})")
-
-
 @pytest.fixture(scope="session", params=VERSIONS)
 def c_tools(request: pytest.FixtureRequest) -> tuple[Path, Path]:
     """Each test runs against 6.12's and 7.3's page_owner_sort, pagelab sort with the matching --compat."""
     try:
         return build_c_tools(request.param)
     except FileNotFoundError as err:
-        _missing(f"cannot build page_owner_sort {request.param}: {err}")
+        missing_source(f"cannot build page_owner_sort {request.param}: {err}")
 
 
 @pytest.fixture(scope="session")
@@ -269,7 +256,7 @@ def _tool(version: str) -> Path:
     try:
         return build_c_tools(version)[0]
     except FileNotFoundError as err:
-        _missing(f"cannot build page_owner_sort {version}: {err}")
+        missing_source(f"cannot build page_owner_sort {version}: {err}")
 
 
 def test_7_3_stops_at_a_record_without_tgid_and_name_and_pagelab_says_so(tmp_path, capsys):
