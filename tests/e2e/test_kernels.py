@@ -133,12 +133,17 @@ def test_resolved_handles_are_the_kernels_stack_text_byte_for_byte(guest73: Gues
     r = Resolver(table)
     out = r.feed(b"\n\n".join(taught) + b"\n\n") + r.close()
     assert out == stack_text and not r.unresolved and r.learned == len(unlisted)
-    # And po-read -s itself: every unlisted handle comes with its stack once.
-    _read(guest73, f"cat {SHOW_STACKS_HANDLES} > /tmp/st")
+    # And po-read -s itself: every unlisted handle comes with its stack once. The resolver gets the very
+    # copy po-read was given (stacks first used since the reads above are in it, not in `table`), as the
+    # collector does (pagelab/collect/collector.py, _stack_table).
+    listed = parse_stacks(_read(guest73, f"cat {SHOW_STACKS_HANDLES} > /tmp/st && cat /tmp/st"), "/tmp/st")
     live = _read(guest73, f"{READER_GUEST_PATH} -m handle -s /tmp/st 0")
-    r = Resolver(table)
+    r = Resolver(listed)
     resolved = r.feed(live) + r.close()
-    assert not r.unresolved and r.learned >= len(unlisted) * 0.9 and b"\nhandle: " not in resolved
+    # The one race left is a page freed between po-read's two reads of it (the collector then tries
+    # _fetch_stack): only an unlisted handle can stay short, and only rarely.
+    assert not set(r.unresolved) & set(listed) and sum(r.unresolved.values()) <= 2, r.unresolved
+    assert r.learned >= len(unlisted) * 0.9 and resolved.count(b"\nhandle: ") == sum(r.unresolved.values())
     assert resolved.count(b"Page allocated via") == live.count(b"Page allocated via")
 
 
