@@ -56,16 +56,20 @@ fetch() {
 }
 
 echo "get-kernel-source: $PKG from $mirror $SUITE"
-# One retry: a mirror hiccup should not cost the set-up its newest kernel.
-if ! fetch; then
-  echo "get-kernel-source: fetching $PKG failed; retrying once in 5 s" >&2
-  sleep 5
-  if ! fetch; then
+# Four attempts, backing off 5, 15 and 30 s: a mirror hiccup should not cost the set-up its newest kernel.
+attempt=1
+for wait in 5 15 30 ""; do
+  fetch && break
+  if [ -z "$wait" ]; then
     tail -n 5 "$work/apt.log" >&2
-    echo "get-kernel-source: cannot fetch $PKG from $mirror $SUITE (a network error, or $SUITE no longer has it)" >&2
+    echo "get-kernel-source: cannot fetch $PKG from $mirror $SUITE after $attempt attempts" \
+      "(a network error, or $SUITE no longer has it)" >&2
     exit 4
   fi
-fi
+  echo "get-kernel-source: fetching $PKG failed (attempt $attempt); retrying in $wait s" >&2
+  sleep "$wait"
+  attempt=$((attempt + 1))
+done
 deb=$(ls "$work"/"${PKG}"_*.deb)
 dpkg-deb -x "$deb" "$work/root"
 mkdir -p "$DEST"
