@@ -36,6 +36,9 @@ MAX_PACKET = 1 << 15
 CHUNK = 1 << 20
 POLL = 0.2
 LOST_GRACE = 2.0  # seconds check() gets to explain a lost connection (see SSHSession._lost)
+# Seconds a connection to the direct-stream listener gets to send the token (SSHSession._accept_guest). The
+# guest's sh starts and prints it at once, but ten TCG guests on two host cores can take seconds to get there.
+TOKEN_WAIT = 10.0
 
 Sink = Callable[[bytes], object]
 
@@ -385,7 +388,7 @@ class SSHSession:
                 conn, _addr = listener.accept()
             except BlockingIOError:
                 return None
-            conn.settimeout(1.0)  # the guest sends the token at once; don't let a stray client stall us
+            conn.settimeout(TOKEN_WAIT)  # a stray client that sends nothing stalls us no longer than this
             got = b""
             try:
                 while len(got) < len(token) and (part := conn.recv(len(token) - len(got))):
