@@ -129,13 +129,15 @@ def test_jobs_run_concurrently() -> None:
     active = 0
     peak = 0
     lock = threading.Lock()
+    # Each job waits for two others: with fewer than 3 at once the barrier times out and the merge fails.
+    together = threading.Barrier(3, timeout=10)
 
     def job(sink):
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-        time.sleep(0.05)
+        together.wait()
         sink(b"x")
         with lock:
             active -= 1
