@@ -10,6 +10,7 @@ The host resolver maps every name to NOTFOUND, so even a missed request cannot l
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 import zlib
@@ -83,6 +85,13 @@ class Chromium:
         self._ws: websocket.WebSocket | None = None
         self._id = 0
         self._events: list[dict[str, Any]] = []
+        # stderr is read to its end by a thread: a full pipe (64 KiB of Chromium's warnings) would block it.
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)  # for error messages
+        self._devtools_url: str | None = None
+        self._stderr_done = False
+        self._stderr_cond = threading.Condition()
+        self._stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_reader.start()
         try:
             browser_ws = self._wait_listening(timeout=60)
             port = int(browser_ws.split(":")[2].split("/")[0])
@@ -103,19 +112,33 @@ class Chromium:
             self.close()
             raise
 
-    def _wait_listening(self, timeout: float) -> str:
+    def _drain_stderr(self) -> None:
+        """Chromium's stderr until it closes: the last lines kept, the DevTools URL noted."""
         assert self.proc.stderr is not None
+        with self.proc.stderr:
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                with self._stderr_cond:
+                    self._stderr_tail.append(line)
+                    if self._devtools_url is None and (m := _LISTENING.search(line)):
+                        self._devtools_url = m.group(1)
+                    self._stderr_cond.notify_all()
+        with self._stderr_cond:
+            self._stderr_done = True
+            self._stderr_cond.notify_all()
+
+    def _wait_listening(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline().decode(errors="replace")
-            if not line:
-                break
-            seen.append(line)
-            m = _LISTENING.search(line)
-            if m:
-                return m.group(1)
-        raise RuntimeError("chromium did not open its DevTools port:\n" + "".join(seen[-20:]))
+        with self._stderr_cond:
+            while self._devtools_url is None and not self._stderr_done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._stderr_cond.wait(left)
+            if self._devtools_url is not None:
+                return self._devtools_url
+            why = "its stderr closed" if self._stderr_done else f"nothing within {timeout:g} s"
+            raise RuntimeError(f"chromium did not open its DevTools port ({why}):\n" + "".join(self._stderr_tail))
 
     # -- protocol --------------------------------------------------------------------------------
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -221,8 +244,9 @@ class Chromium:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the renderer and GPU helpers too
         self.proc.wait(timeout=30)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        # The reader closes stderr at its end; a helper that outlived the kill and holds the pipe just leaves
+        # the (daemon) thread waiting.
+        self._stderr_reader.join(10)
 
     def __enter__(self) -> Chromium:
         return self
