@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+#: Touched in a cache entry's directory each time a stage reuses the entry: ``pagelab cache`` shows its
+#: time as "last used" and ``prune --older-than`` goes by it (pagelab/cachectl.py).
+USED_STAMP = ".used"
 
 
 def cache_root() -> Path:
@@ -74,6 +79,34 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def try_file_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
+    """Like file_lock without waiting: yields False (nothing held) when someone else holds the lock."""
+    lock_path = Path(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def mark_used(entry: str | os.PathLike[str]) -> None:
+    """Touch ``entry``'s USED_STAMP: the stage reused it. Best effort: a read-only cache still works."""
+    with contextlib.suppress(OSError):
+        Path(entry, USED_STAMP).touch()
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:

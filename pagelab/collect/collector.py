@@ -30,7 +30,7 @@ from typing import IO, Any, BinaryIO
 
 import zstandard
 
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
 from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
 from pagelab.pageowner.handles import Resolver, parse_stacks
@@ -69,6 +69,7 @@ def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
     binary = directory / "po-read"
     with file_lock(directory / ".lock"):
         if binary.exists():
+            mark_used(directory)
             return binary
         if ui is not None:
             ui.step("compiling po-read (static)")

@@ -25,8 +25,6 @@ configs can alternate without rebuilding each other.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -43,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelab import __version__
-from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_sha256
+from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_sha256, mark_used, try_file_lock
 from pagelab.errors import BuildError, InputError
 from pagelab.kernel import kconfig
 from pagelab.kernel.fragments import DEFAULT_FRAGMENTS
@@ -266,26 +264,6 @@ def _lookup(plan: _Plan, started: float) -> BuildResult | None:
     return hit
 
 
-@contextlib.contextmanager
-def _try_lock(path: Path) -> Iterator[bool]:
-    """Non-blocking exclusive flock: yields False when someone else holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 # -- the build -----------------------------------------------------------------------------------
 def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     """Build (or find in the cache) the kernel ``opts`` describes.
@@ -297,6 +275,7 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     plan = _plan(opts, ui)
     hit = _lookup(plan, started)
     if hit is not None:
+        mark_used(hit.metadata.parent)
         ui.step(f"kernel {hit.kernel_version} cached: {hit.bzimage}")
         return hit
 
@@ -311,6 +290,7 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
             # Same final config as an existing build (e.g. a fragment that changes nothing), or a
             # concurrent pagelab finished it while we waited for the lock.
             _point(plan, entry.name, config_sha)
+            mark_used(entry)
             done.seconds = time.monotonic() - started
             ui.step(f"kernel {done.kernel_version} cached: {done.bzimage}")
             return done
@@ -324,7 +304,7 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
 @contextlib.contextmanager
 def _waiting_lock(path: Path, ui: UI, busy: str) -> Iterator[None]:
     """file_lock, saying that we wait when someone else holds it."""
-    with _try_lock(path) as free:
+    with try_file_lock(path) as free:
         if not free:
             ui.step(f"{busy}; waiting")
     with file_lock(path):

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
 from pagelab.errors import UsageError
 from pagelab.procs import step_failed
 from pagelab.resources import guest_dir
@@ -36,6 +36,7 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
     ko = directory / "src" / f"{name}.ko"
     with file_lock(directory / ".lock"):
         if ko.exists():
+            mark_used(directory)
             return ko
         ui.step(f"building test module {name} against {build_dir}")
         work = directory / "src"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagelab import resources
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
 from pagelab.errors import InputError
 from pagelab.procs import step_failed
 from pagelab.ui import UI
@@ -207,6 +207,8 @@ def tarball_digest(path: Path) -> str:
     with contextlib.suppress(OSError):
         digest = memo.read_text().strip()
         if re.fullmatch(r"[0-9a-f]{64}", digest):
+            # The memo's mtime is the tarball's "last used" (pagelab cache): touching the tarball would change the key.
+            os.utime(memo)
             return digest
     digest = file_sha256(path)
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
@@ -258,6 +260,7 @@ def unpack_once(path: Path, identity: str, ui: UI) -> Path:
                 finally:
                     if tmp.exists():
                         shutil.rmtree(tmp, ignore_errors=True)
+    mark_used(final)
     return _tree_in(final)
 
 

@@ -17,6 +17,7 @@ the same build runs no addr2line at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -252,6 +253,9 @@ class Symbolizer:
         # build's cache can hold every function of vmlinux: decoding all of it would cost more than the
         # lookup saves).
         known = _load(cache) if cache else {}
+        if cache and known:
+            with contextlib.suppress(OSError):
+                os.utime(cache)  # a hit: the file's mtime is its "last used" (pagelab cache)
         todo = {k: f for k, f in frames.items() if k not in known}
         # Only when something must be looked up: reading vmlinux's symbol table costs more than a cached answer.
         if todo and binary is self.vmlinux and binary.agreement(list(frames.values())) < MIN_AGREEMENT:
