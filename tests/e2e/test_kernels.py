@@ -23,7 +23,7 @@ import zstandard
 from missing import missing_source
 
 from pagelab.cli import main
-from pagelab.collect.collector import READER_GUEST_PATH, SHOW_STACKS_HANDLES, Collector, build_reader
+from pagelab.collect.collector import READER_GUEST_PATH, SHOW_STACKS_HANDLES, Collector, build_reader, guest_clock_ns
 from pagelab.errors import InputError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import Guest, GuestOptions
@@ -66,9 +66,10 @@ def image_for(build: BuildResult) -> Path:
     return build_image(build.modules_dir, extra, quiet())
 
 
-def records(path: Path) -> list[Record]:
+def records(path: Path, *, handles: bool = False) -> list[Record]:
+    """``handles``: a record that kept its ``handle: N`` line (unresolved) is kept, stack ``()``, not refused."""
     with zstandard.ZstdDecompressor().stream_reader(open(path, "rb")) as f:
-        return list(iter_records(f))
+        return list(iter_records(f, stacks={} if handles else None))
 
 
 @pytest.mark.parametrize("version", ["6.1", "6.12", "7.3"])
@@ -100,7 +101,8 @@ def guest73(tmp_path_factory: pytest.TempPathFactory):
 
 def _read(guest: Guest, cmd: str) -> bytes:
     out = bytearray()
-    assert guest.run_stream(cmd, out.extend) == 0, cmd
+    # A whole dump takes seconds under TCG: a hung read fails the test instead of holding up CI.
+    assert guest.run_stream(cmd, out.extend, timeout=600) == 0, cmd
     return bytes(out)
 
 
@@ -143,29 +145,48 @@ def test_resolved_handles_are_the_kernels_stack_text_byte_for_byte(guest73: Gues
     # The one race left is a page freed between po-read's two reads of it (the collector then tries
     # _fetch_stack): only an unlisted handle can stay short, and only rarely.
     assert not set(r.unresolved) & set(listed) and sum(r.unresolved.values()) <= 2, r.unresolved
-    assert r.learned >= len(unlisted) * 0.9 and resolved.count(b"\nhandle: ") == sum(r.unresolved.values())
+    assert resolved.count(b"\nhandle: ") == sum(r.unresolved.values())
+    # Every handle of this read that /tmp/st lacks was learned from its stack_handle record, but for the
+    # unresolved ones (one learned after a short record is both); nothing else was learned.
+    expected = {int(h) for h in re.findall(rb"(?m)^handle: (\d+)$", live)} - listed.keys()
+    learned = r.stacks.keys() - listed.keys()
+    assert expected and expected - set(r.unresolved) <= learned <= expected, (expected ^ learned, r.unresolved)
+    assert r.learned == len(learned)
     assert resolved.count(b"Page allocated via") == live.count(b"Page allocated via")
 
 
 def test_handle_mode_collection_gives_the_records_of_a_stack_mode_collection(guest73: Guest, tmp_path: Path) -> None:
     """Two collections of a quiet guest: every allocation in both (same PFN and ts) has the same record."""
+    # The guest's clock before either read, on page_owner's ts clock (guest_clock_ns): allocations stamped
+    # later are the readers' own (sh, po-read, the SSH channels), in one read and not the other by definition.
+    before = guest_clock_ns(guest73)
+    assert before is not None
     with Collector(guest73, tmp_path / "s", quiet(), read_mode="stack") as collector:
         stack = collector.take("stack")
     with Collector(guest73, tmp_path / "h", quiet(), read_mode="handle") as collector:
         handle = collector.take("handle")
     assert (stack.read_mode, handle.read_mode) == ("stack", "handle")
-    assert handle.learned_handles >= 1 and handle.fetched_handles <= 2  # the early-boot stack at least
+    # The early-boot stack at least is learned. A fetch is the race of the test above (a page freed between
+    # po-read's two reads of it) for an unlisted handle's first page: rare, a couple at most.
+    assert handle.learned_handles >= 1 and handle.fetched_handles <= 2, (handle.learned_handles, handle.fetched_handles)
     a = {(r.pfn, r.ts_ns): r for r in records(stack.path)}
-    b = {(r.pfn, r.ts_ns): r for r in records(handle.path)}
+    b = {(r.pfn, r.ts_ns): r for r in records(handle.path, handles=True)}
     common = a.keys() & b.keys()
-    # The readers' own processes (sh, po-read, the SSH channels) allocate and free between the reads: a few
-    # hundred of the ~15,000 records of a fresh guest (measured: 15,265 in common of 15,644 and 15,801).
-    assert len(common) >= 0.95 * max(len(a), len(b)), (len(common), len(a), len(b))
+    # The readers churn a few hundred of the ~15,000 records of a fresh guest (measured: 15,265 in common of
+    # 15,644 and 15,801); of the allocations older than both reads only the few freed in between differ.
+    old_a = {k for k in a if k[1] < before}
+    old_b = {k for k in b if k[1] < before}
+    old = old_a & old_b
+    numbers = f"{len(old)} old in common of {len(old_a)} and {len(old_b)}; all: {len(common)} of {len(a)} and {len(b)}"
+    assert len(old_a) > 0.9 * len(a) and len(old) >= 0.99 * max(len(old_a), len(old_b)), numbers
+    # A record the handle read could not resolve (that race again, and the re-read too late) keeps its
+    # handle line and no stack: a couple at most, and not compared.
+    short = {k for k, r in b.items() if r.handle is not None}
+    assert len(short) <= 2 and len(short) == handle.unresolved_records, (len(short), handle.unresolved_records)
+    kept = [k for k in common if k not in short]
     # Page flags are the page's live state (workingset, lru, …), not the allocation's: they may change.
-    same = [(r.stack, r.extra, r.order, r.gfp_mask, r.comm, r.pid, r.migratetype) for r in (a[k] for k in common)]
-    assert same == [
-        (r.stack, r.extra, r.order, r.gfp_mask, r.comm, r.pid, r.migratetype) for r in (b[k] for k in common)
-    ]
+    same = [(r.stack, r.extra, r.order, r.gfp_mask, r.comm, r.pid, r.migratetype) for r in (a[k] for k in kept)]
+    assert same == [(r.stack, r.extra, r.order, r.gfp_mask, r.comm, r.pid, r.migratetype) for r in (b[k] for k in kept)]
     # And pagelab's own analysis of the two agrees on the owners: each top stack of the stack-mode read has the
     # same pages in the handle-mode read, up to the pages that changed hands between the reads (a rank-by-rank
     # comparison is not stable: two stacks a few pages apart swap places when the SSH channels churn).
