@@ -94,7 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profiles", help="list the shipped run profiles (--profile NAME)")
     p.set_defaults(func=_cmd_profiles)
+
+    # `pagelab cache` alone lists; its flags are also accepted after `list` (SUPPRESS: given ones only).
+    p = sub.add_parser("cache", help="list the cache's entries (builds, sources, images…) or prune them")
+    _cache_list_flags(p, default=False)
+    p.set_defaults(func=_cmd_cache, cache_command="list")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="list|prune", parser_class=_Parser)
+    _cache_list_flags(cache_sub.add_parser("list", help="one row per entry: kind, name, size, last used"))
+    q = cache_sub.add_parser("prune", help="remove entries; one another pagelab is building is skipped")
+    q.add_argument("--older-than", metavar="DURATION", help="only entries last used at least this long ago: 14d, 12h")
+    q.add_argument("--kind", metavar="KIND", action="append", default=[], help="only this kind (repeatable)")
+    q.add_argument("--all", action="store_true", help="every kind but keys (host verdicts, tarballs included)")
+    q.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     return parser
+
+
+def _cache_list_flags(p: argparse.ArgumentParser, default: bool | None = None) -> None:
+    keep = argparse.SUPPRESS if default is None else None
+    p.add_argument("--json", action="store_true", default=keep or False, help="the listing as JSON on stdout")
+    p.add_argument("--kind", metavar="KIND", action="append", default=keep or [], help="only this kind (repeatable)")
 
 
 # -- subcommands (each owned by one stage) ---------------------------------------------------------
@@ -195,6 +213,15 @@ def _cmd_profiles(args: argparse.Namespace, ui: UI) -> int:
 
     render_catalogue(ui)
     return 0
+
+
+def _cmd_cache(args: argparse.Namespace, ui: UI) -> int:
+    from pagelab import cachectl
+
+    if args.cache_command == "prune":
+        opts = cachectl.PruneOptions(kinds=args.kind, older_than=args.older_than, all=args.all, dry_run=args.dry_run)
+        return cachectl.prune(opts, ui)
+    return cachectl.list_cache(ui, kinds=args.kind, as_json=args.json)
 
 
 # -- entry point -----------------------------------------------------------------------------------

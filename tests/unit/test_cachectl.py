@@ -1,0 +1,342 @@
+"""``pagelab cache``: listing, JSON, pruning by age and kind, dry runs, busy entries, bad input.
+
+Each test lays out a private ``XDG_CACHE_HOME`` the way the stages do (tests/e2e/test_cache_e2e.py checks
+the same against entries the real stages make).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pagelab import cachectl
+from pagelab.cache import USED_STAMP, cache_root, content_key, file_lock
+from pagelab.cli import main
+from pagelab.kernel.build import LAYOUT
+from pagelab.kernel.fragments import DEFAULT_FRAGMENTS
+from pagelab.kernel.source import tarball_digest, unpack_once
+from pagelab.ui import UI
+
+DAY = 86400
+GROUP, CFG, OLD_CFG = "ff53077d0e371a0b", "7969ea344abc14c1", "0123456789abcdef"
+SRC_ID = "c93391b6a4884e64"
+
+
+def _file(path: Path, size: int = 4096, data: bytes | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if data is not None else os.urandom(size))
+    return path
+
+
+def _age(days: float, *paths: Path) -> None:
+    """Make ``paths`` look last touched ``days`` ago."""
+    t = time.time() - days * DAY
+    for p in paths:
+        os.utime(p, (t, t))
+
+
+def _build(root: Path, cfg: str, extras: list[str], days: float) -> Path:
+    entry = root / "kernel" / "builds" / GROUP / cfg
+    _file(entry / "obj" / "arch" / "x86" / "boot" / "bzImage", 300_000)
+    _file(entry / "obj" / ".config", data=b"CONFIG_PAGE_OWNER=y\n")
+    _file(entry / "modules" / "lib" / "modules" / "6.12.117" / "modules.dep", data=b"")
+    fragments = [f"/k/kconfigs/{n}" for n in DEFAULT_FRAGMENTS] + [f"/k/kconfigs/extras/{n}.config" for n in extras]
+    meta = {
+        "layout": LAYOUT,
+        "kernel_version": "6.12.117",
+        "base": "tinyconfig",
+        "fragments": [{"path": p, "sha256": "0" * 64} for p in fragments],
+        "make_vars": [],
+    }
+    (entry / "metadata.json").write_text(json.dumps(meta))
+    (entry.parent / f"{cfg}.lock").touch()
+    (entry / USED_STAMP).touch()
+    _age(days, entry, entry / USED_STAMP)
+    return entry
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache holding one entry of every kind, some of them old (days in ``_age`` calls)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", "250")
+    root = cache_root()
+    _build(root, CFG, ["debuginfo"], days=1)
+    _build(root, OLD_CFG, [], days=40)
+    group = root / "kernel" / "builds" / GROUP
+    work = group / "work-0"
+    _file(work / "include" / "config" / "kernel.release", data=b"6.12.117\n")
+    _file(work / "vmlinux", 100_000)
+    _file(work / "pagelab-used", data=b"")
+    (group / "work-0.lock").touch()
+    _age(30, work, work / "pagelab-used")
+    src = root / "kernel" / "src" / SRC_ID
+    _file(
+        src / "linux-source-6.12" / "Makefile", data=b"VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n"
+    )
+    _file(src / "linux-source-6.12" / "mm" / "page_owner.c", 50_000)
+    (root / "kernel" / "src" / f"{SRC_ID}.lock").touch()
+    _age(50, src)
+    tarball = _file(root / "sources" / "linux-source-7.3.tar.xz", 20_000)
+    _age(60, tarball)
+    for kind, key, name in (("images", "888d0d52aefc0cb9", "initramfs.cpio"), ("tools", "a1b2c3d4e5f60718", "po-read")):
+        d = root / kind / key
+        _file(d / name, 8192)
+        (d / ".lock").touch()
+        _age(45, d)
+    mod = root / "modules" / "leaky" / "5f5f5f5f5f5f5f5f"
+    _file(mod / "src" / "leaky.ko", data=b"\x7fELF...vermagic=6.12.117 SMP mod_unload \0...")
+    (mod / ".lock").touch()
+    _age(2, mod)
+    sym = _file(root / "symbols" / "vmlinux-00aa11bb22cc33dd44ee.v3.json", data=b'{"x": null}')
+    _age(70, sym)
+    host = _file(root / "hosts" / "accel-5c418c92c42c92d5.json", data=b'{"accel": "tcg", "reason": "no /dev/kvm"}')
+    _age(90, host)
+    keys = root / "keys"
+    _file(keys / "client_ed25519", 400)
+    (keys / ".lock").touch()
+    _age(90, keys)
+    return root
+
+
+def _listing(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["cache", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _du(paths: list[str]) -> int:
+    out = subprocess.run(["du", "-s", "-B1", "-c", *paths], capture_output=True, text=True, check=True).stdout
+    return int(out.splitlines()[-1].split()[0])
+
+
+def test_the_listing_names_every_kind_with_its_size_and_a_total(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    for kind, name in [
+        ("build", "6.12.117 tinyconfig +debuginfo"),
+        ("worktree", "6.12.117 build tree work-0"),
+        ("source", "6.12.117 linux-source-6.12"),
+        ("tarball", "linux-source-7.3.tar.xz"),
+        ("image", "guest initramfs 888d0d52aefc0cb9"),
+        ("module", "leaky for 6.12.117"),
+        ("tool", "po-read"),
+        ("symbols", "vmlinux build id 00aa11bb22cc"),
+        ("host", "accel tcg: no /dev/kvm"),
+        ("keys", "SSH client key"),
+    ]:
+        assert any(line.split()[:1] == [kind] and name in line for line in out.splitlines()), (kind, name, out)
+    assert "40 d ago" in out and "1 d ago" in out
+    total = sum(e["bytes"] for e in _listing(capsys)["entries"])
+    assert f"total {cachectl.human_bytes(total)} in 11 entries under {cache}" in out
+
+
+def test_json_gives_each_entry_its_kind_name_path_du_size_and_last_used(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _listing(capsys)
+    assert doc["root"] == str(cache)
+    by_path = {e["path"]: e for e in doc["entries"]}
+    assert set(e["kind"] for e in doc["entries"]) == set(cachectl.KINDS) - {"leftover"}
+    for e in doc["entries"]:
+        assert set(e) == {"kind", "name", "path", "bytes", "last_used", "age_seconds", "prunable"}
+        assert e["bytes"] == _du([e["path"]]) > 0, e
+    assert doc["total_bytes"] == sum(e["bytes"] for e in doc["entries"])
+    old = by_path[str(cache / "kernel" / "builds" / GROUP / OLD_CFG)]
+    assert old["kind"] == "build" and old["name"] == "6.12.117 tinyconfig"
+    assert 40 * DAY - 60 < old["age_seconds"] < 40 * DAY + 60
+    assert old["last_used"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - old["age_seconds"]))
+    assert by_path[str(cache / "keys")]["prunable"] is False
+    # --kind narrows the listing (after `list` too).
+    assert {e["kind"] for e in _listing(capsys, "list", "--kind", "image,tool")["entries"]} == {"image", "tool"}
+
+
+def test_an_unfinished_build_and_an_interrupted_prune_are_listed(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (cache / "kernel" / "builds" / GROUP / CFG / "metadata.json").unlink()
+    _file(cache / "images" / f"{cachectl.TRASH}888d.123" / "initramfs.cpio", 8192)
+    kinds = {(e["kind"], e["name"]) for e in _listing(capsys)["entries"]}
+    assert ("build", f"config {CFG} (no metadata.json: unfinished or interrupted build)") in kinds
+    assert ("leftover", "interrupted prune of 888d.123") in kinds
+    assert main(["cache", "prune", "--kind", "leftover"]) == 0
+    assert "removed leftover interrupted prune of 888d.123" in capsys.readouterr().out
+    assert not (cache / "images" / f"{cachectl.TRASH}888d.123").exists()
+
+
+def test_a_source_counts_and_removes_the_dirs_of_interrupted_unpacks(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = cache / "kernel" / "src"
+    _file(src / f"{SRC_ID}.tmp.999" / "linux-source-6.12" / "Makefile", 30_000)
+    (source,) = [e for e in _listing(capsys)["entries"] if e["kind"] == "source"]
+    assert source["bytes"] == _du([str(src / SRC_ID), str(src / f"{SRC_ID}.tmp.999")])
+    assert main(["cache", "prune", "--kind", "source"]) == 0
+    assert [p.name for p in src.iterdir()] == [f"{SRC_ID}.lock"]  # the lock stays
+
+
+def test_prune_older_than_removes_old_entries_of_the_default_kinds_only(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {e["path"]: e for e in _listing(capsys)["entries"]}
+    assert main(["cache", "prune", "--older-than", "35d"]) == 0
+    out = capsys.readouterr().out
+    after = {e["path"] for e in _listing(capsys)["entries"]}
+    gone = {p for p in before if p not in after}
+    old_default = {p for p, e in before.items() if e["kind"] in cachectl.DEFAULT_PRUNE and e["age_seconds"] > 35 * DAY}
+    kinds_gone = {before[p]["kind"] for p in gone}
+    assert gone == old_default and kinds_gone == {"build", "source", "image", "tool", "symbols"}
+    assert str(cache / "kernel" / "builds" / GROUP / CFG) in after  # 1 day old
+    assert str(cache / "kernel" / "builds" / GROUP / "work-0") in after  # 30 days old
+    for kept in ("sources/linux-source-7.3.tar.xz", "hosts/accel-5c418c92c42c92d5.json", "keys"):
+        assert str(cache / kept) in after  # older, but not a default kind
+    assert f"freed {cachectl.human_bytes(sum(before[p]['bytes'] for p in gone))} (5 entries)" in out
+    # Lock files stay (a process waiting on one must keep sharing it); keyed dirs keep theirs, and are no entry.
+    assert (cache / "kernel" / "builds" / GROUP / f"{OLD_CFG}.lock").exists()
+    assert sorted(p.name for p in (cache / "images" / "888d0d52aefc0cb9").iterdir()) == [".lock"]
+    assert not list((cache / "images").glob(f"{cachectl.TRASH}*"))
+
+
+def test_prune_by_kind_removes_every_entry_of_those_kinds(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", "prune", "--kind", "build", "--kind", "module"]) == 0
+    capsys.readouterr()
+    kinds = [e["kind"] for e in _listing(capsys)["entries"]]
+    assert "build" not in kinds and "module" not in kinds
+    assert {"worktree", "source", "image", "tool", "symbols", "tarball", "host", "keys"} <= set(kinds)
+    assert not (cache / "modules" / "leaky" / "5f5f5f5f5f5f5f5f" / "src").exists()
+
+
+def test_prune_all_keeps_only_the_keys(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", "prune", "--all"]) == 0
+    capsys.readouterr()
+    assert [e["kind"] for e in _listing(capsys)["entries"]] == ["keys"]
+    assert (cache / "keys" / "client_ed25519").is_file()
+
+
+def test_a_dry_run_removes_nothing_and_says_what_it_would_free(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _listing(capsys)
+    assert main(["cache", "prune", "--all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would free {cachectl.human_bytes(before['total_bytes'] - before['entries'][-1]['bytes'])}" in out
+    assert "would remove build 6.12.117 tinyconfig" in out
+    after = _listing(capsys)
+    assert [(e["path"], e["bytes"]) for e in after["entries"]] == [(e["path"], e["bytes"]) for e in before["entries"]]
+
+
+@pytest.fixture
+def held(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold the lock file ``request.param`` from another thread (its own open file: flock conflicts)."""
+    path = Path(request.param)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with file_lock(cache_root() / path):
+            taken.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert taken.wait(10)
+    yield
+    release.set()
+    t.join()
+
+
+@pytest.mark.parametrize("held", [f"kernel/builds/{GROUP}/{CFG}.lock"], indirect=True)
+def test_a_build_another_pagelab_holds_is_skipped(cache: Path, held: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", "prune", "--kind", "build"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: skipped build 6.12.117 tinyconfig +debuginfo: in use" in captured.err
+    assert "1 skipped (in use)" in captured.out
+    assert (cache / "kernel" / "builds" / GROUP / CFG / "metadata.json").is_file()
+    assert not (cache / "kernel" / "builds" / GROUP / OLD_CFG).exists()  # the free one went
+
+
+@pytest.mark.parametrize("held", [f"kernel/builds/{GROUP}/work-0.lock"], indirect=True)
+def test_a_source_is_kept_while_any_kernel_build_runs(
+    cache: Path, held: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache", "prune", "--kind", "source", "--kind", "worktree"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped source 6.12.117 linux-source-6.12: in use" in err
+    assert "skipped worktree 6.12.117 build tree work-0 (group ff53077d): in use" in err
+    assert (cache / "kernel" / "src" / SRC_ID / "linux-source-6.12" / "Makefile").is_file()
+
+
+def test_a_lock_held_by_another_process_keeps_the_image(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock = cache / "images" / "888d0d52aefc0cb9" / ".lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,os,sys;fd=os.open(sys.argv[1],os.O_RDWR);fcntl.flock(fd,fcntl.LOCK_EX);"
+         "print('held',flush=True);sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert main(["cache", "prune", "--kind", "image"]) == 0
+        assert "skipped image guest initramfs 888d0d52aefc0cb9" in capsys.readouterr().err
+        assert (cache / "images" / "888d0d52aefc0cb9" / "initramfs.cpio").is_file()
+    finally:
+        holder.communicate("")
+    assert main(["cache", "prune", "--kind", "image"]) == 0
+    assert not (cache / "images" / "888d0d52aefc0cb9" / "initramfs.cpio").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prune", "--kind", "frobs"], "--kind 'frobs': unknown kind"),
+        (["--kind", "frobs"], "--kind 'frobs': unknown kind"),
+        (["prune", "--older-than", "3 weeks"], "--older-than '3 weeks': expected a duration"),
+        (["prune", "--kind", "keys"], "--kind keys: the SSH keys are never pruned"),
+        (["prune", "--kind", "host"], "--kind host: the KVM probe verdicts are removed only by --all"),
+        (["prune", "--all", "--kind", "build"], "--all and --kind exclude each other"),
+        (["prune"], "say what to remove"),
+        (["prune", "--older-than"], "expected one argument"),
+        (["shrink"], "invalid choice: 'shrink'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    cache: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    before = _listing(capsys)
+    assert main(["cache", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: ") and message in captured.err
+    assert [e["path"] for e in _listing(capsys)["entries"]] == [e["path"] for e in before["entries"]]
+
+
+def test_reusing_a_source_touches_its_stamp_and_the_tarball_memo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stages' half of "last used": a reuse moves it forward (kernel/source.py)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    tree = tmp_path / "linux-x"
+    _file(tree / "Makefile", data=b"VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 2\n")
+    tarball = tmp_path / "linux-x.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tree, arcname="linux-x")
+    identity = tarball_digest(tarball)[:16]
+    unpack_once(tarball, identity, UI(quiet=True))
+    final = cache_root() / "kernel" / "src" / identity
+    st = tarball.stat()
+    memo = (
+        cache_root() / "kernel" / "src" / "digests" / content_key([str(tarball), str(st.st_size), str(st.st_mtime_ns)])
+    )
+    _age(20, final, final / USED_STAMP, memo)
+    tarball_digest(tarball)
+    unpack_once(tarball, identity, UI(quiet=True))
+    assert time.time() - (final / USED_STAMP).stat().st_mtime < 60
+    assert time.time() - memo.stat().st_mtime < 60
+    entry = next(e for e in cachectl.scan() if e.kind == "source")
+    assert entry.name == "6.1.2 linux-x" and time.time() - entry.last_used < 60
