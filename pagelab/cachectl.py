@@ -51,8 +51,13 @@ class Entry:
     name: str
     paths: list[Path]  # removed together; the first is the entry's own path
     locks: list[Path] = field(default_factory=list)  # taken (all, without waiting) before removing
+    stamps: list[Path] = field(default_factory=list)  # besides ``paths``: "last used" is the newest mtime of all
     last_used: float = 0.0
     bytes: int = 0
+
+    def used(self) -> float:
+        """The newest mtime of the entry's paths and stamps (0 when none exists)."""
+        return _mtime(*self.paths, *self.stamps)
 
     def to_json(self, now: float) -> dict[str, Any]:
         """One element of ``pagelab cache --json`` ``entries`` (docs/cache.md)."""
@@ -115,12 +120,12 @@ def _builds(root: Path) -> Iterator[Entry]:
             if re.fullmatch(r"work-\d+", d.name):
                 release = _read(d / "include" / "config" / "kernel.release") or "never built"
                 name = f"{release} build tree {d.name} (group {group.name[:8]})"
-                yield Entry("worktree", name, [d], [d.with_name(f"{d.name}.lock")], _mtime(d, d / "pagelab-used"))
+                yield Entry("worktree", name, [d], [d.with_name(f"{d.name}.lock")], [d / "pagelab-used"])
             elif d.name == "kconfig":
                 name = f"kconfig scratch (group {group.name[:8]})"
-                yield Entry("worktree", name, [d], [group / "kconfig.lock"], _mtime(d, group / "kconfig.log"))
+                yield Entry("worktree", name, [d], [group / "kconfig.lock"], [group / "kconfig.log"])
             else:
-                yield Entry("build", _build_name(d), [d], [d.with_name(f"{d.name}.lock")], _mtime(d, d / USED_STAMP))
+                yield Entry("build", _build_name(d), [d], [d.with_name(f"{d.name}.lock")], [d / USED_STAMP])
 
 
 def _build_name(entry: Path) -> str:
@@ -157,7 +162,7 @@ def _sources(root: Path) -> Iterator[Entry]:
         trees = [t for t in _subdirs(final) if (t / "Makefile").is_file()] or [final]
         name = f"{kernel_version(trees[0])} {trees[0].name}" if final.is_dir() else "unpack in progress or interrupted"
         paths = [final, *partial] if final.is_dir() else partial
-        yield Entry("source", name, paths, [src / f"{identity}.lock", *busy], _mtime(*paths, final / USED_STAMP))
+        yield Entry("source", name, paths, [src / f"{identity}.lock", *busy], [final / USED_STAMP])
 
 
 def _tarballs(root: Path) -> Iterator[Entry]:
@@ -171,12 +176,13 @@ def _tarballs(root: Path) -> Iterator[Entry]:
             st = tarball.stat()
         except OSError:
             continue
+        # The tarball's own mtime is part of this memo's key: the memo is what a use touches (kernel/source.py).
         memo = root / "kernel" / "src" / "digests" / content_key([str(tarball), str(st.st_size), str(st.st_mtime_ns)])
         locks = []
         digest = _read(memo)
         if digest:  # the unpack reads the tarball under the source's lock
             locks.append(root / "kernel" / "src" / f"{digest[:16]}.lock")
-        yield Entry("tarball", tarball.name, [tarball], locks, max(st.st_mtime, _mtime(memo)))
+        yield Entry("tarball", tarball.name, [tarball], locks, [memo])
 
 
 def _keyed_dirs(root: Path, kind: str, where: Path) -> Iterator[Entry]:
@@ -195,7 +201,7 @@ def _keyed_dirs(root: Path, kind: str, where: Path) -> Iterator[Entry]:
         else:
             release = _vermagic(d / "src" / f"{d.parent.name}.ko")
             name = f"{d.parent.name} for {release}" if release else f"{d.parent.name} (not built)"
-        yield Entry(kind, name, [d], [d / ".lock"], _mtime(d, d / USED_STAMP))
+        yield Entry(kind, name, [d], [d / ".lock"], [d / USED_STAMP])
 
 
 def _vermagic(ko: Path) -> str | None:
@@ -218,7 +224,7 @@ def _symbols(root: Path) -> Iterator[Entry]:
         name = f"{m.group(1)} build id {m.group(2)[:12]}"
         if m.group(3) != _CACHE_LAYOUT:
             name += f" (layout v{m.group(3)}: unused by this pagelab)"
-        yield Entry("symbols", name, [f], [f.with_suffix(".lock")], _mtime(f))
+        yield Entry("symbols", name, [f], [f.with_suffix(".lock")])
 
 
 def _leftovers(root: Path) -> Iterator[Entry]:
@@ -227,7 +233,7 @@ def _leftovers(root: Path) -> Iterator[Entry]:
     parents += _subdirs(root / "modules")
     for parent in parents:
         for d in sorted(parent.glob(f"{TRASH}*")):
-            yield Entry("leftover", f"interrupted prune of {d.name.removeprefix(TRASH)}", [d], [], _mtime(d))
+            yield Entry("leftover", f"interrupted prune of {d.name.removeprefix(TRASH)}", [d])
 
 
 def _hosts(root: Path) -> Iterator[Entry]:
@@ -238,13 +244,13 @@ def _hosts(root: Path) -> Iterator[Entry]:
             name = f"accel {data['accel']}: {data['reason']}"
         except (OSError, ValueError, KeyError, TypeError):
             name = f"{f.name} (unreadable)"
-        yield Entry("host", name, [f], [], _mtime(f))
+        yield Entry("host", name, [f])
 
 
 def _keys(root: Path) -> Iterator[Entry]:
     keys = root / "keys"
     if keys.is_dir():
-        yield Entry("keys", "SSH client key and the guest's pinned host key", [keys], [keys / ".lock"], _mtime(keys))
+        yield Entry("keys", "SSH client key and the guest's pinned host key", [keys], [keys / ".lock"])
 
 
 def _contents(d: Path) -> list[Path]:
@@ -278,6 +284,7 @@ def scan(root: Path | None = None) -> list[Entry]:
         *_keys(root),
     ]
     for e in found:
+        e.last_used = e.used()
         seen: set[tuple[int, int]] = set()
         e.bytes = sum(disk_usage(p, seen) for p in e.paths)
     found.sort(key=lambda e: (KINDS.index(e.kind), -e.last_used, e.name))
@@ -369,6 +376,8 @@ def prune(opts: PruneOptions, ui: UI) -> int:
                 ui.warn(f"skipped {e.kind} {e.name}: in use (another pagelab holds its lock)")
                 skipped += 1
                 continue
+            if min_age is not None and time.time() - e.used() < min_age:
+                continue  # reused since the scan (a build cache hit takes no lock)
             if not opts.dry_run:
                 _remove(e)
         ui.print(f"{verb} {e.kind} {e.name} ({human_bytes(e.bytes)})", markup=False, soft_wrap=True)

@@ -113,6 +113,11 @@ def _listing(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def _prune(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(["cache", "prune", *argv]) == 0
+    return capsys.readouterr().out
+
+
 def _du(paths: list[str]) -> int:
     out = subprocess.run(["du", "-s", "-B1", "-c", *paths], capture_output=True, text=True, check=True).stdout
     return int(out.splitlines()[-1].split()[0])
@@ -205,6 +210,23 @@ def test_prune_older_than_removes_old_entries_of_the_default_kinds_only(
     assert (cache / "kernel" / "builds" / GROUP / f"{OLD_CFG}.lock").exists()
     assert sorted(p.name for p in (cache / "images" / "888d0d52aefc0cb9").iterdir()) == [".lock"]
     assert not list((cache / "images").glob(f"{cachectl.TRASH}*"))
+
+
+def test_an_entry_reused_after_the_scan_survives_an_age_prune(
+    cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_build = cache / "kernel" / "builds" / GROUP / OLD_CFG
+    scan = cachectl.scan
+
+    def scan_then_reuse(root: Path | None = None) -> list[cachectl.Entry]:
+        entries = scan(root)
+        (old_build / USED_STAMP).touch()  # a build cache hit (lock-free) between the scan and the removal
+        return entries
+
+    monkeypatch.setattr(cachectl, "scan", scan_then_reuse)
+    out = _prune(capsys, "--older-than", "35d")
+    assert (old_build / "metadata.json").is_file() and "removed build" not in out
+    assert "removed image" in out  # the others went
 
 
 def test_prune_by_kind_removes_every_entry_of_those_kinds(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
