@@ -95,12 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profiles", help="list the shipped run profiles (--profile NAME)")
     p.set_defaults(func=_cmd_profiles)
 
-    # `pagelab cache` alone lists; its flags are also accepted after `list` (SUPPRESS: given ones only).
     p = sub.add_parser("cache", help="list the cache's entries (builds, sources, images…) or prune them")
-    _cache_list_flags(p, default=False)
+    _cache_list_flags(p)
     p.set_defaults(func=_cmd_cache, cache_command="list")
     cache_sub = p.add_subparsers(dest="cache_command", metavar="list|prune", parser_class=_Parser)
-    _cache_list_flags(cache_sub.add_parser("list", help="one row per entry: kind, name, size, last used"))
+    _cache_list_flags(cache_sub.add_parser("list", help="one row per entry: kind, name, size, last used"), after=True)
     q = cache_sub.add_parser("prune", help="remove entries; one another pagelab is building is skipped")
     q.add_argument("--older-than", metavar="DURATION", help="only entries last used at least this long ago: 14d, 12h")
     q.add_argument("--kind", metavar="KIND", action="append", default=[], help="only this kind (repeatable)")
@@ -109,10 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cache_list_flags(p: argparse.ArgumentParser, default: bool | None = None) -> None:
-    keep = argparse.SUPPRESS if default is None else None
-    p.add_argument("--json", action="store_true", default=keep or False, help="the listing as JSON on stdout")
-    p.add_argument("--kind", metavar="KIND", action="append", default=keep or [], help="only this kind (repeatable)")
+def _cache_list_flags(p: argparse.ArgumentParser, *, after: bool = False) -> None:
+    """The listing's flags: ``pagelab cache`` alone lists, so they work before ``list`` and after it.
+
+    After it, only flags given are set (SUPPRESS): the subcommand's defaults would overwrite ``cache --json list``.
+    """
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if after else False, help="JSON on stdout")
+    p.add_argument(
+        "--kind", metavar="KIND", action="append", default=argparse.SUPPRESS if after else [], help="only this kind"
+    )
 
 
 # -- subcommands (each owned by one stage) ---------------------------------------------------------

@@ -164,6 +164,8 @@ def test_json_gives_each_entry_its_kind_name_path_du_size_and_last_used(
     assert by_path[str(cache / "keys")]["prunable"] is False
     # --kind narrows the listing (after `list` too).
     assert {e["kind"] for e in _listing(capsys, "list", "--kind", "image,tool")["entries"]} == {"image", "tool"}
+    assert main(["cache", "--json", "--kind", "keys", "list"]) == 0  # flags before `list` hold too
+    assert [e["kind"] for e in json.loads(capsys.readouterr().out)["entries"]] == ["keys"]
 
 
 def test_an_unfinished_build_and_an_interrupted_prune_are_listed(
