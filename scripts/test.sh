@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/setup-host.sh
 .venv/bin/ruff check pagelab tests scripts
 .venv/bin/mypy pagelab  # the level is in pyproject.toml [tool.mypy]
-exec .venv/bin/python -m pytest "$@"
+# The slowest tests and fixtures, for whoever reads a CI log wondering where the time went.
+exec .venv/bin/python -m pytest --durations=25 "$@"
