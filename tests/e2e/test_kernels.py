@@ -173,12 +173,13 @@ def test_handle_mode_collection_gives_the_records_of_a_stack_mode_collection(gue
     b = {(r.pfn, r.ts_ns): r for r in records(handle.path, handles=True)}
     common = a.keys() & b.keys()
     # The readers churn a few hundred of the ~15,000 records of a fresh guest (measured: 15,265 in common of
-    # 15,644 and 15,801); of the allocations older than both reads only the few freed in between differ.
+    # 15,644 and 15,801, 96.6%); of the allocations older than both reads only the few freed in between differ
+    # (measured, five pairs: 15,141 to 15,339 in common of 15,145 to 15,367, ≥ 99.8%; 95% of a read is old).
     old_a = {k for k in a if k[1] < before}
     old_b = {k for k in b if k[1] < before}
     old = old_a & old_b
     numbers = f"{len(old)} old in common of {len(old_a)} and {len(old_b)}; all: {len(common)} of {len(a)} and {len(b)}"
-    assert len(old_a) > 0.9 * len(a) and len(old) >= 0.99 * max(len(old_a), len(old_b)), numbers
+    assert len(old_a) > 0.8 * len(a) and len(old) >= 0.99 * max(len(old_a), len(old_b)), numbers
     # A record the handle read could not resolve (that race again, and the re-read too late) keeps its
     # handle line and no stack: a couple at most, and not compared.
     short = {k for k, r in b.items() if r.handle is not None}
