@@ -7,12 +7,16 @@ import errno
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: Touched in a cache entry's directory each time a stage reuses the entry: ``pagelab cache`` shows its
 #: time as "last used" and ``prune --older-than`` goes by it (pagelab/cachectl.py).
 USED_STAMP = ".used"
+#: The lock file beside an entry (``<entry>.inuse``) that every process using the entry holds shared
+#: (mark_in_use); ``pagelab cache prune`` removes an entry only when it gets it exclusively.
+IN_USE_SUFFIX = ".inuse"
 
 
 def cache_root() -> Path:
@@ -107,6 +111,74 @@ def mark_used(entry: str | os.PathLike[str]) -> None:
     """Touch ``entry``'s USED_STAMP: the stage reused it. Best effort: a read-only cache still works."""
     with contextlib.suppress(OSError):
         Path(entry, USED_STAMP).touch()
+
+
+def in_use_lock(entry: str | os.PathLike[str]) -> Path:
+    """The in-use lock file of ``entry``: its sibling ``<entry>.inuse``.
+
+    Beside the entry, never inside: prune renames an entry's directory before deleting it, and lock files are
+    never removed (a process holding one that was unlinked would hold a lock nobody else can see).
+    """
+    path = Path(entry)
+    return path.with_name(path.name + IN_USE_SUFFIX)
+
+
+#: in_use_lock path → the open fd holding it shared, until the process exits (or release_in_use).
+_in_use: dict[Path, int] = {}
+_in_use_guard = threading.Lock()
+
+
+def mark_in_use(entry: str | os.PathLike[str]) -> None:
+    """Hold ``entry``'s in-use lock shared for the rest of this process: no prune removes the entry meanwhile.
+
+    Idempotent per entry per process. The fd stays open in a module-level registry and the kernel drops the
+    lock when the process exits, crash included. Waits while a prune holds the lock (it is removing the
+    entry): the caller must check the entry still exists *after* this call, unless it holds the lock its
+    stage makes the entry under (prune takes that one too). Best effort: a cache the process cannot write
+    cannot be pruned by it either.
+    """
+    lock = Path(os.path.abspath(in_use_lock(entry)))
+    with _in_use_guard:
+        if lock in _in_use:
+            return
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        _in_use[lock] = fd
+
+
+def release_in_use(entry: str | os.PathLike[str] | None = None) -> None:
+    """Drop this process's in-use mark on ``entry`` (None: on every entry). Process exit does the same."""
+    with _in_use_guard:
+        locks = list(_in_use) if entry is None else [Path(os.path.abspath(in_use_lock(entry)))]
+        for lock in locks:
+            fd = _in_use.pop(lock, None)
+            if fd is not None:
+                os.close(fd)
+
+
+def is_in_use(entry: str | os.PathLike[str]) -> bool:
+    """Whether some process (this one included) holds ``entry`` in use. Creates no lock file."""
+    try:
+        fd = os.open(in_use_lock(entry), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: never marked
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    return False
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
