@@ -30,7 +30,7 @@ from typing import IO, Any, BinaryIO
 
 import zstandard
 
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_in_use, mark_used
 from pagelab.errors import BuildError, GuestCrash, InfraError, InputError
 from pagelab.pageowner.analyse import Snapshot, SnapshotBuilder
 from pagelab.pageowner.handles import Resolver, parse_stacks
@@ -70,6 +70,7 @@ def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
     with file_lock(directory / ".lock"):
         if binary.exists():
             mark_used(directory)
+            mark_in_use(directory)
             return binary
         if ui is not None:
             ui.step("compiling po-read (static)")
@@ -83,6 +84,7 @@ def build_reader(source: Path = READER_SOURCE, ui: UI | None = None) -> Path:
                 f"{source}: gcc -static", proc.returncode, output=proc.stderr, hint="is libc6-dev installed?"
             )
         os.replace(tmp, binary)
+        mark_in_use(directory)
     return binary
 
 

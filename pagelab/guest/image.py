@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from pagelab.cache import content_key, file_lock, file_sha256, mark_used, private_dir
+from pagelab.cache import content_key, file_lock, file_sha256, mark_in_use, mark_used, private_dir
 from pagelab.errors import BuildError, UsageError
 from pagelab.guest.keys import HOST_KEY_NAME, Keys, ensure_keys
 from pagelab.procs import step_failed
@@ -364,6 +364,7 @@ def build_image(
     with file_lock(directory / ".lock"):
         if image.exists() and _complete(image):
             mark_used(directory)
+            mark_in_use(directory)
             return image
         ui.step(f"building guest image ({len(entries)} entries)")
         tmp = directory / f".{IMAGE_NAME}.{os.getpid()}.tmp"
@@ -375,4 +376,5 @@ def build_image(
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        mark_in_use(directory)
     return image

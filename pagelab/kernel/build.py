@@ -41,7 +41,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelab import __version__
-from pagelab.cache import atomic_write, cache_dir, content_key, file_lock, file_sha256, mark_used, try_file_lock
+from pagelab.cache import (
+    atomic_write,
+    cache_dir,
+    content_key,
+    file_lock,
+    file_sha256,
+    mark_in_use,
+    mark_used,
+    try_file_lock,
+)
 from pagelab.errors import BuildError, InputError
 from pagelab.kernel import kconfig
 from pagelab.kernel.fragments import DEFAULT_FRAGMENTS
@@ -275,9 +284,13 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     plan = _plan(opts, ui)
     hit = _lookup(plan, started)
     if hit is not None:
-        mark_used(hit.metadata.parent)
-        ui.step(f"kernel {hit.kernel_version} cached: {hit.bzimage}")
-        return hit
+        # In use from here to the end of the process (pagelab cache prune skips it). The hit path takes no
+        # lock: a prune may have removed the entry since the lookup, so it is checked again once marked.
+        mark_in_use(hit.metadata.parent)
+        if _result_from(hit.metadata.parent, cached=True, seconds=0.0) is not None:
+            mark_used(hit.metadata.parent)
+            ui.step(f"kernel {hit.kernel_version} cached: {hit.bzimage}")
+            return hit
 
     group_dir = cache_dir("kernel", "builds", plan.group)
     config_text = _resolve_config(plan, group_dir, ui)
@@ -291,12 +304,14 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
             # concurrent pagelab finished it while we waited for the lock.
             _point(plan, entry.name, config_sha)
             mark_used(entry)
+            mark_in_use(entry)
             done.seconds = time.monotonic() - started
             ui.step(f"kernel {done.kernel_version} cached: {done.bzimage}")
             return done
         work, estimate = _choose_work_tree(group_dir, entry, kconfig.parse_config(config_text))
         with _waiting_lock(work.with_name(f"{work.name}.lock"), ui, f"{work} is busy with another build"):
             result = _build_entry(plan, work, entry, config_text, config_sha, estimate, ui, started)
+        mark_in_use(entry)  # under the config lock, which prune takes too: nothing removes it in between
         _point(plan, entry.name, config_sha)
         return result
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_in_use, mark_used
 from pagelab.errors import UsageError
 from pagelab.procs import step_failed
 from pagelab.resources import guest_dir
@@ -37,6 +37,7 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
     with file_lock(directory / ".lock"):
         if ko.exists():
             mark_used(directory)
+            mark_in_use(directory)
             return ko
         ui.step(f"building test module {name} against {build_dir}")
         work = directory / "src"
@@ -51,4 +52,5 @@ def build_module(name: str, build_dir: Path, kernel_key: str, ui: UI, *, jobs: i
             raise step_failed(
                 f"test module {name}: `{' '.join(cmd)}`", proc.returncode, output=proc.stdout + proc.stderr, hint=hint
             )
+        mark_in_use(directory)
     return ko

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagelab import resources
-from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_used
+from pagelab.cache import cache_dir, content_key, file_lock, file_sha256, mark_in_use, mark_used
 from pagelab.errors import InputError
 from pagelab.procs import step_failed
 from pagelab.ui import UI
@@ -241,6 +241,9 @@ def unpack_once(path: Path, identity: str, ui: UI) -> Path:
     """
     root = cache_dir("kernel", "src")
     final = root / identity
+    # In use (builds read the tree; a run reads MAINTAINERS through the build's `source` link) before the
+    # lock-free check below: a prune that removed it meanwhile is waited for and the tree unpacked again.
+    mark_in_use(final)
     if not final.is_dir():
         with file_lock(root / f"{identity}.lock"):
             if not final.is_dir():
