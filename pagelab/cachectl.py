@@ -2,11 +2,12 @@
 
 The layout is each stage's own (pagelab/kernel/build.py, source.py, modules.py, guest/image.py, keys.py,
 qemu.py, collect/collector.py, source/symbolize.py, scripts/get-kernel-source.sh); this module only reads it.
-An entry is removed under the lock its stage takes to create it, taken without waiting: a held lock means a
-pagelab is building or unpacking it, and the entry is skipped. Lock files are never removed: a process
-waiting on a removed lock file would hold a lock nobody else can see. A directory is renamed to a
-``.pagelab-prune.*`` name before it is deleted, so a stage never finds half an entry; an interrupted prune
-leaves that name behind, listed as a ``leftover``.
+An entry is removed under the lock its stage takes to create it and its in-use lock (``cache.mark_in_use``:
+every pagelab using a build, source, image, module or tool holds it shared until it exits), both taken without
+waiting: a held lock means a pagelab is building, unpacking or using it, and the entry is skipped. Lock files
+are never removed: a process waiting on a removed lock file would hold a lock nobody else can see. A
+directory is renamed to a ``.pagelab-prune.*`` name before it is deleted, so a stage never finds half an
+entry; an interrupted prune leaves that name behind, listed as a ``leftover``.
 
 "Last used" is the newest of the entry's USED_STAMP (touched by its stage on every reuse) and the entry's own
 mtime (its creation or last change); docs/cache.md has the details per kind.
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pagelab.cache import USED_STAMP, cache_root, try_file_lock
+from pagelab.cache import USED_STAMP, cache_root, in_use_lock, is_in_use, try_file_lock
 from pagelab.errors import UsageError
 from pagelab.ui import UI
 
@@ -52,8 +53,14 @@ class Entry:
     paths: list[Path]  # removed together; the first is the entry's own path
     locks: list[Path] = field(default_factory=list)  # taken (all, without waiting) before removing
     stamps: list[Path] = field(default_factory=list)  # besides ``paths``: "last used" is the newest mtime of all
+    in_use_of: Path | None = None  # the path whose in-use lock (cache.in_use_lock) a user of the entry holds
     last_used: float = 0.0
     bytes: int = 0
+    in_use: bool = False  # some process held it in use at the scan
+
+    def prune_locks(self) -> list[Path]:
+        """What prune takes, all without waiting: the creation locks and the in-use lock."""
+        return [*self.locks, *([in_use_lock(self.in_use_of)] if self.in_use_of is not None else [])]
 
     def used(self) -> float:
         """The newest mtime of the entry's paths and stamps (0 when none exists)."""
@@ -69,6 +76,7 @@ class Entry:
             "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_used)),
             "age_seconds": round(max(now - self.last_used, 0.0), 3),
             "prunable": self.kind != "keys",
+            "in_use": self.in_use,
         }
 
 
@@ -125,7 +133,7 @@ def _builds(root: Path) -> Iterator[Entry]:
                 name = f"kconfig scratch (group {group.name[:8]})"
                 yield Entry("worktree", name, [d], [group / "kconfig.lock"], [group / "kconfig.log"])
             else:
-                yield Entry("build", _build_name(d), [d], [d.with_name(f"{d.name}.lock")], [d / USED_STAMP])
+                yield Entry("build", _build_name(d), [d], [d.with_name(f"{d.name}.lock")], [d / USED_STAMP], d)
 
 
 def _build_name(entry: Path) -> str:
@@ -162,7 +170,7 @@ def _sources(root: Path) -> Iterator[Entry]:
         trees = [t for t in _subdirs(final) if (t / "Makefile").is_file()] or [final]
         name = f"{kernel_version(trees[0])} {trees[0].name}" if final.is_dir() else "unpack in progress or interrupted"
         paths = [final, *partial] if final.is_dir() else partial
-        yield Entry("source", name, paths, [src / f"{identity}.lock", *busy], [final / USED_STAMP])
+        yield Entry("source", name, paths, [src / f"{identity}.lock", *busy], [final / USED_STAMP], final)
 
 
 def _tarballs(root: Path) -> Iterator[Entry]:
@@ -201,7 +209,7 @@ def _keyed_dirs(root: Path, kind: str, where: Path) -> Iterator[Entry]:
         else:
             release = _vermagic(d / "src" / f"{d.parent.name}.ko")
             name = f"{d.parent.name} for {release}" if release else f"{d.parent.name} (not built)"
-        yield Entry(kind, name, [d], [d / ".lock"], [d / USED_STAMP])
+        yield Entry(kind, name, [d], [d / ".lock"], [d / USED_STAMP], d)
 
 
 def _vermagic(ko: Path) -> str | None:
@@ -285,6 +293,7 @@ def scan(root: Path | None = None) -> list[Entry]:
     ]
     for e in found:
         e.last_used = e.used()
+        e.in_use = e.in_use_of is not None and is_in_use(e.in_use_of)
         seen: set[tuple[int, int]] = set()
         e.bytes = sum(disk_usage(p, seen) for p in e.paths)
     found.sort(key=lambda e: (KINDS.index(e.kind), -e.last_used, e.name))
@@ -334,8 +343,8 @@ def list_cache(ui: UI, *, kinds: Sequence[str] = (), as_json: bool = False) -> i
         return 0
     ui.listing(
         "pagelab cache",
-        ("kind", "name", "size", "last used"),
-        ((e.kind, e.name, human_bytes(e.bytes), _ago(now - e.last_used)) for e in entries),
+        ("kind", "name", "size", "last used", "in use"),
+        ((e.kind, e.name, human_bytes(e.bytes), _ago(now - e.last_used), "yes" if e.in_use else "") for e in entries),
         f"total {human_bytes(total)} in {len(entries)} entries under {root} (`pagelab cache prune` frees space)",
     )
     return 0
@@ -352,7 +361,7 @@ class PruneOptions:
 
 
 def prune(opts: PruneOptions, ui: UI) -> int:
-    """Remove the selected entries, each under its stage's lock taken without waiting; skip what is busy.
+    """Remove the selected entries, each under its stage's and its in-use lock taken without waiting; skip the busy.
 
     Raises UsageError (exit 2) for an unknown or guarded kind, a bad duration or nothing selected.
     """
@@ -371,7 +380,7 @@ def prune(opts: PruneOptions, ui: UI) -> int:
     for e in scan():
         if e.kind not in allowed or (min_age is not None and now - e.last_used < min_age):
             continue
-        with _locked(e.locks) as free:
+        with _locked(e.prune_locks()) as free:
             if not free:
                 ui.warn(f"skipped {e.kind} {e.name}: in use (another pagelab holds its lock)")
                 skipped += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pagelab.cache import cache_root
+from pagelab.cache import cache_root, is_in_use, release_in_use
 from pagelab.cachectl import human_bytes
 from pagelab.cli import main
 from pagelab.collect.collector import build_reader
@@ -103,6 +103,14 @@ def test_cache_lists_and_prunes_what_the_stages_made(
     assert Symbolizer(debuginfo_build.build_dir).resolve(frames) == first
     assert symbols.is_file()
 
+    # This process holds the image and po-read in use (build_image, build_reader): a prune skips them, this
+    # process's own prune too, until the marks go (at exit; here by hand).
+    assert {e["kind"] for e in _listing(capsys) if e["in_use"]} == {"image", "tool"}
+    out = _prune(tmp_path, capsys, "--kind", "image")
+    assert "1 skipped (in use)" in out and image.is_file()
+    release_in_use(image.parent)
+    assert not is_in_use(image.parent)
+
     # By kind: the image goes (its directory keeps only its lock), a new build_image makes it again.
     image_bytes = next(e["bytes"] for e in _listing(capsys) if e["kind"] == "image")
     out = _prune(tmp_path, capsys, "--kind", "image")
@@ -113,6 +121,9 @@ def test_cache_lists_and_prunes_what_the_stages_made(
     assert "image" in {e["kind"] for e in _listing(capsys)}
 
     # --all keeps the keys, whatever else goes; the keys the image embeds stay valid.
+    release_in_use(image.parent)
+    release_in_use(reader.parent)
     _prune(tmp_path, capsys, "--all")
     assert [e["kind"] for e in _listing(capsys)] == ["keys"]
     assert ensure_keys() == keys
+

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pagelab import cachectl
-from pagelab.cache import USED_STAMP, cache_root, content_key, file_lock
+from pagelab.cache import USED_STAMP, cache_root, content_key, file_lock, in_use_lock, is_in_use, release_in_use
 from pagelab.cli import main
 from pagelab.kernel.build import LAYOUT
 from pagelab.kernel.fragments import DEFAULT_FRAGMENTS
@@ -154,8 +154,9 @@ def test_json_gives_each_entry_its_kind_name_path_du_size_and_last_used(
     by_path = {e["path"]: e for e in doc["entries"]}
     assert set(e["kind"] for e in doc["entries"]) == set(cachectl.KINDS) - {"leftover"}
     for e in doc["entries"]:
-        assert set(e) == {"kind", "name", "path", "bytes", "last_used", "age_seconds", "prunable"}
+        assert set(e) == {"kind", "name", "path", "bytes", "last_used", "age_seconds", "prunable", "in_use"}
         assert e["bytes"] == _du([e["path"]]) > 0, e
+        assert e["in_use"] is False, e
     assert doc["total_bytes"] == sum(e["bytes"] for e in doc["entries"])
     old = by_path[str(cache / "kernel" / "builds" / GROUP / OLD_CFG)]
     assert old["kind"] == "build" and old["name"] == "6.12.117 tinyconfig"
@@ -189,7 +190,7 @@ def test_a_source_counts_and_removes_the_dirs_of_interrupted_unpacks(
     (source,) = [e for e in _listing(capsys)["entries"] if e["kind"] == "source"]
     assert source["bytes"] == _du([str(src / SRC_ID), str(src / f"{SRC_ID}.tmp.999")])
     assert main(["cache", "prune", "--kind", "source"]) == 0
-    assert [p.name for p in src.iterdir()] == [f"{SRC_ID}.lock"]  # the lock stays
+    assert sorted(p.name for p in src.iterdir()) == [f"{SRC_ID}.inuse", f"{SRC_ID}.lock"]  # the locks stay
 
 
 def test_prune_older_than_removes_old_entries_of_the_default_kinds_only(
@@ -313,6 +314,97 @@ def test_a_lock_held_by_another_process_keeps_the_image(cache: Path, capsys: pyt
         holder.communicate("")
     assert main(["cache", "prune", "--kind", "image"]) == 0
     assert not (cache / "images" / "888d0d52aefc0cb9" / "initramfs.cpio").exists()
+
+
+IN_USE = {
+    "build": f"kernel/builds/{GROUP}/{CFG}",
+    "source": f"kernel/src/{SRC_ID}",
+    "image": "images/888d0d52aefc0cb9",
+    "tool": "tools/a1b2c3d4e5f60718",
+    "module": "modules/leaky/5f5f5f5f5f5f5f5f",
+}
+
+
+@pytest.fixture
+def user(cache: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds IN_USE's entries in use through cache.mark_in_use (what the stages call)."""
+    code = (
+        "import sys\nfrom pagelab.cache import mark_in_use\n"
+        "for p in sys.argv[1:]:\n    mark_in_use(p)\n    mark_in_use(p)  # idempotent\n"
+        "print('held', flush=True)\nsys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *(str(cache / p) for p in IN_USE.values())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("argv", [["--all"], ["--kind", "build,source,image,tool,module"]], ids=["all", "kind"])
+def test_entries_another_process_uses_are_skipped_until_it_exits(
+    cache: Path, user: subprocess.Popen[str], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    in_use = {e["path"] for e in _listing(capsys)["entries"] if e["in_use"]}
+    assert in_use == {str(cache / p) for p in IN_USE.values()}
+    assert main(["cache"]) == 0
+    table = capsys.readouterr().out
+    assert any(ln.split()[-2:] == ["in", "use"] for ln in table.splitlines())  # the header's last column
+    assert next(ln for ln in table.splitlines() if "po-read" in ln).split()[-1] == "yes"
+    assert next(ln for ln in table.splitlines() if "SSH client key" in ln).split()[-1] == "ago"
+
+    assert main(["cache", "prune", *argv]) == 0
+    out, err = capsys.readouterr()
+    assert f"; {len(IN_USE)} skipped (in use)" in out, out
+    for kind, path in IN_USE.items():
+        assert f"warning: skipped {kind} " in err, (kind, err)
+        assert cache / path in [Path(e["path"]) for e in _listing(capsys)["entries"]], kind
+    assert (cache / IN_USE["build"] / "obj" / "arch" / "x86" / "boot" / "bzImage").is_file()
+    assert (cache / IN_USE["image"] / "initramfs.cpio").is_file()
+    assert (cache / "kernel" / "builds" / GROUP / OLD_CFG).exists() is False  # the unused build went
+    # The marks are lock files beside the entries, never inside (prune renames the directories).
+    assert all(in_use_lock(cache / p).is_file() for p in IN_USE.values())
+
+    assert user.stdin is not None
+    user.stdin.close()
+    assert user.wait(10) == 0  # the kernel drops its locks with it
+    out = _prune(capsys, *argv)
+    assert "skipped" not in out and "freed" in out
+    left = {e["kind"] for e in _listing(capsys)["entries"]}
+    assert not left & set(IN_USE), left
+
+
+def test_the_stages_mark_what_they_hand_out_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unpack_once and build_image (the fast stages) hold their entry in use; prune in this process skips it too."""
+    from pagelab.guest.image import build_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    tree = tmp_path / "linux-x"
+    _file(tree / "Makefile", data=b"VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 2\n")
+    tarball = tmp_path / "linux-x.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tree, arcname="linux-x")
+    identity = tarball_digest(tarball)[:16]
+    final = cache_root() / "kernel" / "src" / identity
+    image = None
+    try:
+        unpack_once(tarball, identity, UI(quiet=True))
+        image = build_image(ui=UI(quiet=True), tools=())
+        assert is_in_use(final) and is_in_use(image.parent)
+        assert {e.kind for e in cachectl.scan() if e.in_use} == {"source", "image"}
+        assert main(["cache", "prune", "--kind", "source,image"]) == 0
+        assert final.is_dir() and image.is_file()
+    finally:
+        release_in_use(final)
+        if image is not None:
+            release_in_use(image.parent)
+    assert not is_in_use(final)
+    assert main(["cache", "prune", "--kind", "source,image"]) == 0
+    assert not final.exists() and image is not None and not image.exists()
 
 
 @pytest.mark.parametrize(
