@@ -2,8 +2,9 @@
 
 The keys, the guest image, ``po-read`` and a symbol cache are made by the stages themselves (seconds);
 the symbol cache comes from the ``debuginfo`` build in the shared cache (tests/e2e/test_source_e2e.py
-uses the same one), which this test only reads. Nothing here prunes the shared cache: every prune
-checks first that the cache root is the private one.
+uses the same one), which this test only reads. A real ``pagelab boot`` of the shared default build
+(``--kernel``, read only) holds its private image in use while a prune runs. Nothing here prunes the
+shared cache: every prune checks first that the cache root is the private one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,3 +129,46 @@ def test_cache_lists_and_prunes_what_the_stages_made(
     assert [e["kind"] for e in _listing(capsys)] == ["keys"]
     assert ensure_keys() == keys
 
+
+@pytest.mark.vm
+def test_a_running_boot_keeps_what_it_uses_until_it_exits(
+    kernel_build: BuildResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pagelab boot`` in a private cache holds its guest image in use; ``prune --all`` meanwhile skips it.
+
+    The kernel is the shared cache's default build, booted with ``--kernel`` (only read: no private cold
+    build); the private cache gets the keys, the image and the KVM verdict.
+    """
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    stderr = tmp_path / "boot.stderr"
+    with stderr.open("w") as err_file:
+        boot = subprocess.Popen(
+            [sys.executable, "-m", "pagelab", "boot", "--kernel", str(kernel_build.bzimage), "--",
+             "echo in-guest; sleep 15; echo done"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file, text=True, env=env,
+        )  # fmt: skip
+    try:
+        assert boot.stdout is not None
+        assert boot.stdout.readline() == "in-guest\n", stderr.read_text()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        entries = _listing(capsys)
+        image = next(e for e in entries if e["kind"] == "image")
+        assert {e["kind"] for e in entries if e["in_use"]} == {"image"}, entries
+        assert cache_root() == tmp_path / "pagelab", "refusing to prune a cache that is not the test's own"
+        assert main(["cache", "prune", "--all"]) == 0
+        out, err = capsys.readouterr()
+        assert f"skipped image {image['name']}: in use" in err and "1 skipped (in use)" in out, (out, err)
+        assert (Path(image["path"]) / "initramfs.cpio").is_file()
+        assert boot.poll() is None, "the guest command ended before the prune: no overlap was tested"
+        rest, _ = boot.communicate(timeout=120)
+    finally:
+        if boot.poll() is None:
+            boot.kill()
+            boot.wait()
+    assert boot.returncode == 0 and rest == "done\n", stderr.read_text()
+
+    # The boot exited: the kernel dropped its lock and the image goes.
+    assert not any(e["in_use"] for e in _listing(capsys))
+    out = _prune(tmp_path, capsys, "--all")
+    assert f"removed image {image['name']}" in out and "skipped" not in out
+    assert [e["kind"] for e in _listing(capsys)] == ["keys"]
