@@ -208,7 +208,9 @@ def tarball_digest(path: Path) -> str:
         digest = memo.read_text().strip()
         if re.fullmatch(r"[0-9a-f]{64}", digest):
             # The memo's mtime is the tarball's "last used" (pagelab cache): touching the tarball would change the key.
-            os.utime(memo)
+            # Best effort: a memo that cannot be touched still holds the digest.
+            with contextlib.suppress(OSError):
+                os.utime(memo)
             return digest
     digest = file_sha256(path)
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
