@@ -37,7 +37,7 @@ fi
 
 # Linux 7.3 (the newest kernel the test matrix covers) is not in this machine's apt suites: fetch its
 # source through a private sources list into ~/.cache/pagelab/sources (`--kernel-src 7.3`). A failed fetch
-# (it retries once) does not stop the set-up: the 6.12/6.1 work goes on, and the 7.3 tests then skip on a
+# (four attempts) does not stop the set-up: the 6.12/6.1 work goes on, and the 7.3 tests then skip on a
 # developer's machine and fail under CI (CI set), naming this script (tests/conftest.py).
 if ! scripts/get-kernel-source.sh 7.3 trixie-backports; then
   echo "setup-host: WARNING: linux-source-7.3 not fetched; --kernel-src 7.3 and the 7.3 tests need it:" \
