@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_list_flags(cache_sub.add_parser("list", help="one row per entry: kind, name, size, last used"), after=True)
     q = cache_sub.add_parser("prune", help="remove entries; one another pagelab is building is skipped")
     q.add_argument("--older-than", metavar="DURATION", help="only entries last used at least this long ago: 14d, 12h")
-    q.add_argument("--kind", metavar="KIND", action="append", default=[], help="only this kind (repeatable)")
+    # Its own dest: a default here would overwrite a --kind given before `prune` (the two are merged).
+    q.add_argument(
+        "--kind", metavar="KIND", dest="prune_kind", action="append", default=[], help="only this kind (repeatable)"
+    )
     q.add_argument("--all", action="store_true", help="every kind but keys (host verdicts, tarballs included)")
     q.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     return parser
@@ -223,7 +226,11 @@ def _cmd_cache(args: argparse.Namespace, ui: UI) -> int:
     from pagelab import cachectl
 
     if args.cache_command == "prune":
-        opts = cachectl.PruneOptions(kinds=args.kind, older_than=args.older_than, all=args.all, dry_run=args.dry_run)
+        if args.json:
+            raise UsageError("cache prune: --json is the listing's (prune has no JSON output); drop it")
+        # `cache --kind K prune` and `cache prune --kind K` select the same.
+        kinds = [*args.kind, *args.prune_kind]
+        opts = cachectl.PruneOptions(kinds=kinds, older_than=args.older_than, all=args.all, dry_run=args.dry_run)
         return cachectl.prune(opts, ui)
     return cachectl.list_cache(ui, kinds=args.kind, as_json=args.json)
 
