@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,10 +20,14 @@ USED_STAMP = ".used"
 IN_USE_SUFFIX = ".inuse"
 
 
+def _root_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pagelab"
+
+
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/pagelab`` (default ``~/.cache/pagelab``), created on first use."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    root = Path(base) / "pagelab"
+    root = _root_path()
     root.mkdir(parents=True, exist_ok=True)
     # Private: the cache holds SSH keys and guest images that embed the pinned host key.
     if root.stat().st_mode & 0o077:
@@ -86,11 +91,27 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def try_file_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
-    """Like file_lock without waiting: yields False (nothing held) when someone else holds the lock."""
+def try_file_lock(path: str | os.PathLike[str], *, create: bool = True) -> Iterator[bool]:
+    """Like file_lock without waiting: yields False (nothing held) when someone else holds the lock.
+
+    An existing lock file is opened read-only (flock needs no write access), so a lock file another user
+    left (``sudo pagelab``) or a read-only cache still works when the file is readable. ``create=False``
+    (a dry run) creates nothing: a missing lock file is one nobody holds, and yields True holding nothing.
+    Raises OSError when the lock file cannot be opened (or, with ``create``, made).
+    """
     lock_path = Path(path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    if create:
+        if not lock_path.parent.is_dir():
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    else:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1
+        if fd < 0:
+            yield True
+            return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,7 +164,7 @@ def mark_in_use(entry: str | os.PathLike[str]) -> None:
             return
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)  # flock needs no write access
         except OSError:
             return
         try:
@@ -164,12 +185,34 @@ def release_in_use(entry: str | os.PathLike[str] | None = None) -> None:
                 os.close(fd)
 
 
+def mark_build_in_use(path: str | os.PathLike[str]) -> Path | None:
+    """Mark in use the cached kernel build holding ``path`` (``--build DIR``, ``--kernel BZIMAGE``); returns it.
+
+    A build entry is ``kernel/builds/<group>/<config sha256[:16]>/`` (pagelab/kernel/build.py): a path at or
+    under one marks that entry. Any other path (outside the cache, a work tree, the kconfig scratch dir)
+    marks nothing and returns None. Creates nothing when the path is outside the cache.
+    """
+    try:
+        target = Path(path).resolve()
+        builds = (_root_path() / "kernel" / "builds").resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not target.is_relative_to(builds):
+        return None
+    parts = target.relative_to(builds).parts
+    if len(parts) < 2 or not re.fullmatch(r"[0-9a-f]{16}", parts[1]):
+        return None
+    entry = builds / parts[0] / parts[1]
+    mark_in_use(entry)
+    return entry
+
+
 def is_in_use(entry: str | os.PathLike[str]) -> bool:
     """Whether some process (this one included) holds ``entry`` in use. Creates no lock file."""
     try:
-        fd = os.open(in_use_lock(entry), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(in_use_lock(entry), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False  # no lock file: never marked
+        return False  # no lock file (never marked) or not readable
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
