@@ -6,7 +6,7 @@ An entry is removed under the lock its stage takes to create it and its in-use l
 every pagelab using a build, source, image, module or tool holds it shared until it exits), both taken without
 waiting: a held lock means a pagelab is building, unpacking or using it, and the entry is skipped. Lock files
 are never removed: a process waiting on a removed lock file would hold a lock nobody else can see. A
-directory is renamed to a ``.pagelab-prune.*`` name before it is deleted, so a stage never finds half an
+directory is renamed to a unique ``.pagelab-prune.*`` name before it is deleted, so a stage never finds half an
 entry; an interrupted prune leaves that name behind, listed as a ``leftover``.
 
 "Last used" is the newest of the entry's USED_STAMP (touched by its stage on every reuse) and the entry's own
@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -145,11 +146,16 @@ def _build_name(entry: Path) -> str:
         meta = json.loads((entry / "metadata.json").read_text())
     except (OSError, ValueError):
         return f"config {entry.name} (no metadata.json: unfinished or interrupted build)"
+    if not isinstance(meta, dict):
+        return f"config {entry.name} (metadata.json is not an object)"
     base = Path(str(meta.get("base", "?"))).name
-    extras = [Path(str(f.get("path", ""))) for f in meta.get("fragments", []) if isinstance(f, dict)]
+    fragments = meta.get("fragments")
+    fragments = fragments if isinstance(fragments, list) else []
+    extras = [Path(str(f.get("path", ""))) for f in fragments if isinstance(f, dict)]
     extras = [p for p in extras if p.name not in DEFAULT_FRAGMENTS]
     parts = [str(meta.get("kernel_version", "?")), base, *(f"+{p.name.removesuffix('.config')}" for p in extras)]
-    parts += meta.get("make_vars", [])
+    make_vars = meta.get("make_vars")
+    parts += [str(v) for v in make_vars] if isinstance(make_vars, list) else []
     if meta.get("layout") != LAYOUT:
         parts.append(f"(layout {meta.get('layout')}: unused by this pagelab)")
     return " ".join(parts)
@@ -188,7 +194,7 @@ def _tarballs(root: Path) -> Iterator[Entry]:
         memo = root / "kernel" / "src" / "digests" / content_key([str(tarball), str(st.st_size), str(st.st_mtime_ns)])
         locks = []
         digest = _read(memo)
-        if digest:  # the unpack reads the tarball under the source's lock
+        if re.fullmatch(r"[0-9a-f]{64}", digest):  # the unpack reads the tarball under the source's lock
             locks.append(root / "kernel" / "src" / f"{digest[:16]}.lock")
         yield Entry("tarball", tarball.name, [tarball], locks, [memo])
 
@@ -272,7 +278,7 @@ def _contents(d: Path) -> list[Path]:
 def _read(path: Path) -> str:
     try:
         return path.read_text().strip()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: not UTF-8
         return ""
 
 
@@ -375,53 +381,97 @@ def prune(opts: PruneOptions, ui: UI) -> int:
         raise UsageError("cache prune: say what to remove: --older-than DURATION, --kind KIND or --all")
     allowed = set(KINDS) - {"keys"} if opts.all else set(kinds or DEFAULT_PRUNE)
     now = time.time()
-    freed = removed = skipped = 0
+    freed = removed = skipped = failed = 0
     verb = "would remove" if opts.dry_run else "removed"
     for e in scan():
         if e.kind not in allowed or (min_age is not None and now - e.last_used < min_age):
             continue
-        with _locked(e.prune_locks()) as free:
-            if not free:
-                ui.warn(f"skipped {e.kind} {e.name}: in use (another pagelab holds its lock)")
-                skipped += 1
+        # A dry run creates no lock file: a missing one is one nobody holds.
+        with _locked(e.prune_locks(), create=not opts.dry_run) as busy:
+            if busy is not None:
+                ui.warn(f"skipped {e.kind} {e.name}: {busy}")
+                skipped += busy == IN_USE
+                failed += busy != IN_USE
                 continue
             if min_age is not None and time.time() - e.used() < min_age:
                 continue  # reused since the scan (a build cache hit takes no lock)
-            if not opts.dry_run:
-                _remove(e)
+            problem = None if opts.dry_run else _remove(e)
+        if problem is not None:
+            ui.warn(f"not removed {e.kind} {e.name}: {problem}")
+            failed += 1
+            continue
         ui.print(f"{verb} {e.kind} {e.name} ({human_bytes(e.bytes)})", markup=False, soft_wrap=True)
         freed += e.bytes
         removed += 1
     summary = f"{'would free' if opts.dry_run else 'freed'} {human_bytes(freed)} ({removed} entries)"
-    ui.print(summary + (f"; {skipped} skipped (in use)" if skipped else ""), markup=False)
+    summary += f"; {skipped} skipped (in use)" if skipped else ""
+    ui.print(summary + (f"; {failed} not removed (see the warnings)" if failed else ""), markup=False)
     return 0
 
 
+#: Why ``_locked`` could not take an entry's locks when another process holds one.
+IN_USE = "in use (another pagelab holds its lock)"
+
+
 @contextlib.contextmanager
-def _locked(locks: Sequence[Path]) -> Iterator[bool]:
-    """All of ``locks`` held for the block, or False (none held) when any is taken."""
+def _locked(locks: Sequence[Path], *, create: bool = True) -> Iterator[str | None]:
+    """All of ``locks`` held for the block (yields None), or none held and why (yields the reason).
+
+    Why: IN_USE when another process holds one; a one-line error when a lock file cannot be opened or made
+    (one another user owns, a read-only cache). ``create=False`` makes no lock file (try_file_lock).
+    """
     with contextlib.ExitStack() as stack:
         for lock in locks:
-            if not stack.enter_context(try_file_lock(lock)):
-                yield False
-                return
-        yield True
+            try:
+                free = stack.enter_context(try_file_lock(lock, create=create))
+            except OSError as err:
+                reason = f"cannot {'open or create' if create else 'open'} its lock {lock}: {err.strerror or err}"
+            else:
+                if free:
+                    continue
+                reason = IN_USE
+            stack.close()  # the locks taken before this one go too: nothing held while the caller goes on
+            yield reason
+            return
+        yield None
 
 
-def _remove(e: Entry) -> None:
-    """Move each directory out of the stages' sight, then delete it; unlink files. Lock files stay."""
+def _remove(e: Entry) -> str | None:
+    """Move each directory out of the stages' sight, then delete it; unlink files. Lock files stay.
+
+    Returns None when all of the entry is gone, else what remains and why (one line): a file or directory
+    this user may not delete (say, left by ``sudo pagelab``).
+    """
+    problems = []
     for p in e.paths:
-        if not p.is_dir() or p.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-            continue
-        trash = p if p.name.startswith(TRASH) else p.with_name(f"{TRASH}{p.name}.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            if (p / ".lock") in e.locks:
-                # The stage's lock is inside: keep the directory and the lock, move the rest.
-                trash.mkdir(mode=0o700, exist_ok=True)
-                for child in _contents(p):
-                    os.rename(child, trash / child.name)
-            elif p != trash:
-                os.rename(p, trash)
+        try:
+            if not p.is_dir() or p.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                continue
+            trash = p if p.name.startswith(TRASH) else _trash_for(p)
+            try:
+                if (p / ".lock") in e.locks:
+                    # The stage's lock is inside: keep the directory and the lock, move the rest.
+                    for child in _contents(p):
+                        os.rename(child, trash / child.name)
+                elif p != trash:
+                    os.rename(p, trash)  # replaces the empty directory _trash_for made: same parent
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # what was moved (if anything) goes, the rest stays where it was
+                problems.append(f"cannot move {p} aside: {err.strerror or err}")
             shutil.rmtree(trash, ignore_errors=True)
+            if os.path.lexists(trash):
+                problems.append(f"could not delete all of {trash} (remove it by hand; a later prune retries)")
+        except OSError as err:
+            problems.append(f"{p}: {err.strerror or err}")
+    return "; ".join(problems) or None
+
+
+def _trash_for(p: Path) -> Path:
+    """A new empty directory ``.pagelab-prune.<name>.<random>`` beside ``p``, unique even when PIDs repeat.
+
+    ``p`` is renamed over it (same parent: no write access to ``p`` itself needed), or its contents moved in.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{TRASH}{p.name}.", dir=p.parent))
