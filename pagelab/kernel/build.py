@@ -228,11 +228,18 @@ def _kernel_root() -> Path:
 
 
 def _result_from(entry: Path, *, cached: bool, seconds: float) -> BuildResult | None:
-    """The result recorded in ``entry`` if it is complete and its outputs still exist, else None."""
+    """The result recorded in ``entry`` if it is complete and its outputs still exist, else None.
+
+    Takes no lock: an entry a prune renames meanwhile (OSError) or a junk metadata.json is None, a miss.
+    """
     try:
-        meta = json.loads((entry / "metadata.json").read_text())
-    except (OSError, ValueError):
+        return _read_result(entry, cached=cached, seconds=seconds)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _read_result(entry: Path, *, cached: bool, seconds: float) -> BuildResult | None:
+    meta = json.loads((entry / "metadata.json").read_text())
     obj = entry / "obj"
     bzimage = obj / "arch" / "x86" / "boot" / "bzImage"
     if meta.get("layout") != LAYOUT or not bzimage.is_file() or not (obj / ".config").is_file():
@@ -257,11 +264,18 @@ def _result_from(entry: Path, *, cached: bool, seconds: float) -> BuildResult | 
 
 
 def _lookup(plan: _Plan, started: float) -> BuildResult | None:
-    """A cache hit for these inputs, without running make (the ≤ 2 s path)."""
+    """A cache hit for these inputs, without running make (the ≤ 2 s path).
+
+    Takes no lock: whatever a prune renames away meanwhile (OSError), or junk in the cache, is a miss (None).
+    """
     try:
-        pointer = json.loads((_kernel_root() / "resolved" / f"{plan.input_key}.json").read_text())
-    except (OSError, ValueError):
+        return _find(plan, started)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _find(plan: _Plan, started: float) -> BuildResult | None:
+    pointer = json.loads((_kernel_root() / "resolved" / f"{plan.input_key}.json").read_text())
     entry = _kernel_root() / "builds" / plan.group / pointer.get("entry", "-")
     hit = _result_from(entry, cached=True, seconds=0.0)
     if hit is None or hit.config_sha256 != pointer.get("config_sha256"):
@@ -285,9 +299,11 @@ def build_kernel(opts: BuildOptions, ui: UI) -> BuildResult:
     hit = _lookup(plan, started)
     if hit is not None:
         # In use from here to the end of the process (pagelab cache prune skips it). The hit path takes no
-        # lock: a prune may have removed the entry since the lookup, so it is checked again once marked.
+        # lock: a prune may have removed the entry since the lookup, so the whole lookup (pointer, config
+        # sha256, source state) runs again once marked.
         mark_in_use(hit.metadata.parent)
-        if _result_from(hit.metadata.parent, cached=True, seconds=0.0) is not None:
+        hit = _lookup(plan, started)
+        if hit is not None:
             mark_used(hit.metadata.parent)
             ui.step(f"kernel {hit.kernel_version} cached: {hit.bzimage}")
             return hit
