@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from pagelab.cache import mark_build_in_use
 from pagelab.errors import GuestCrash, UsageError
 from pagelab.guest.image import build_image
 from pagelab.guest.session import BuiltKernel, Guest, GuestOptions, bzimage_version
@@ -38,6 +39,7 @@ def boot(settings: Settings, command: str | None, ui: UI, stdout: BinaryIO, stde
         raise UsageError(f"--kernel boots a ready bzImage: {', '.join(ignored)} would be ignored")
     if settings.kernel:
         kernel: Path | BuiltKernel = Path(settings.kernel)
+        mark_build_in_use(settings.kernel)  # a bzImage in the build cache: no prune removes it while the guest runs
         if not Path(settings.kernel).is_file():
             raise UsageError(f"--kernel {settings.kernel}: not a file")
         if bzimage_version(Path(settings.kernel)) is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.text import Text
 
+from pagelab.cache import mark_build_in_use
 from pagelab.collect.collector import READER_GUEST_PATH, Collector, SnapshotFile, build_reader, crash_of
 from pagelab.errors import GuestCrash, InfraError, InputError, PagelabError, UsageError
 from pagelab.guest.image import build_image
@@ -511,6 +512,7 @@ def run(settings: Settings, ui: UI, *, out: str | None = None, json_out: str | N
     wl.check_host_tools(workloads)
     _uploads(settings)  # validated here, before the kernel build; uploaded after boot
     if settings.kernel:
+        mark_build_in_use(settings.kernel)  # a bzImage in the build cache: no prune removes it during the run
         if not Path(settings.kernel).is_file():
             raise UsageError(f"--kernel {settings.kernel}: no such file")
         needs = sorted({m for w in workloads for m in w.modules})

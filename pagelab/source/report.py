@@ -12,6 +12,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from pagelab.cache import mark_build_in_use
 from pagelab.errors import InputError, UsageError
 from pagelab.pageowner import export
 from pagelab.pageowner.analyse import Snapshot, callsite_index
@@ -25,7 +26,12 @@ Notes = dict[tuple[str, ...], list[str]]
 
 
 def lens_for(build: str | None, ui: UI, modules: Iterable[str] = ()) -> SourceLens | None:
-    """The lens of ``--build DIR`` (None without it); says once when the build has no line tables."""
+    """The lens of ``--build DIR`` (None without it); says once when the build has no line tables.
+
+    A DIR in pagelab's build cache is marked in use first: no ``pagelab cache prune`` removes it meanwhile.
+    """
+    if build:
+        mark_build_in_use(build)
     lens = open_lens(build, modules)
     if lens is not None and (hint := lens.hint()):
         ui.info(hint)
