@@ -6,6 +6,7 @@ the same against entries the real stages make).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -259,7 +261,7 @@ def test_a_dry_run_removes_nothing_and_says_what_it_would_free(cache: Path, caps
 
 
 @pytest.fixture
-def held(request: pytest.FixtureRequest) -> Iterator[None]:
+def held(cache: Path, request: pytest.FixtureRequest) -> Iterator[None]:
     """Hold the lock file ``request.param`` from another thread (its own open file: flock conflicts)."""
     path = Path(request.param)
     taken, release = threading.Event(), threading.Event()
@@ -419,6 +421,8 @@ def test_the_stages_mark_what_they_hand_out_in_use(tmp_path: Path, monkeypatch: 
         (["prune"], "say what to remove"),
         (["prune", "--older-than"], "expected one argument"),
         (["shrink"], "invalid choice: 'shrink'"),
+        (["--json", "prune", "--all"], "cache prune: --json is the listing's"),
+        (["--kind", "keys", "prune"], "--kind keys: the SSH keys are never pruned"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -456,3 +460,362 @@ def test_reusing_a_source_touches_its_stamp_and_the_tarball_memo(
     assert time.time() - memo.stat().st_mtime < 60
     entry = next(e for e in cachectl.scan() if e.kind == "source")
     assert entry.name == "6.1.2 linux-x" and time.time() - entry.last_used < 60
+
+
+# -- flag order ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--kind", "tarball", "prune", "--older-than", "1d"],
+        ["prune", "--kind", "tarball", "--older-than", "1d"],
+    ],
+    ids=["before", "after"],
+)
+def test_kind_before_or_after_prune_selects_the_same(
+    cache: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main(["cache", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "removed tarball linux-source-7.3.tar.xz" in out
+    assert "build" not in out and (cache / "kernel" / "builds" / GROUP / OLD_CFG).is_dir()
+    assert not (cache / "sources" / "linux-source-7.3.tar.xz").exists()
+
+
+def test_kinds_before_and_after_prune_add_up(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", "--kind", "image", "prune", "--kind", "tool"]) == 0
+    out = capsys.readouterr().out
+    assert "removed image" in out and "removed tool" in out and "(2 entries)" in out
+    assert (cache / "kernel" / "builds" / GROUP / OLD_CFG).is_dir()
+
+
+# -- lock files this user cannot write, or cannot open ---------------------------------------------
+def _refuse_open(monkeypatch: pytest.MonkeyPatch, refused: Path, *, writes_only: bool) -> None:
+    """Make os.open fail with EACCES on ``refused`` (for writing only, or at all): root passes chmod's checks."""
+    real = os.open
+
+    def fake(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        writing = flags & (os.O_WRONLY | os.O_RDWR)
+        if os.fspath(path) == str(refused) and (writing or not writes_only):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", fake)
+
+
+def test_a_lock_file_this_user_may_only_read_still_locks(
+    cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refuse_open(monkeypatch, cache / "kernel" / "builds" / GROUP / f"{OLD_CFG}.lock", writes_only=True)
+    out = _prune(capsys, "--kind", "build", "--older-than", "10d")
+    assert "removed build 6.12.117 tinyconfig (" in out
+    assert not (cache / "kernel" / "builds" / GROUP / OLD_CFG).exists()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["prune", "dry-run"])
+def test_a_lock_file_that_cannot_be_opened_skips_its_entry_with_a_warning(
+    cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, dry_run: list[str]
+) -> None:
+    lock = cache / "kernel" / "builds" / GROUP / f"{OLD_CFG}.lock"
+    _refuse_open(monkeypatch, lock, writes_only=False)  # say, root's 0600 lock of a `sudo pagelab build`
+    assert main(["cache", "prune", "--kind", "build,image", *dry_run]) == 0
+    out, err = capsys.readouterr()
+    warning = f"warning: skipped build 6.12.117 tinyconfig: cannot open or create its lock {lock}: Permission denied"
+    assert (warning if not dry_run else warning.replace("open or create", "open")) in err
+    assert err.count("\n") == 1
+    assert "1 not removed" in out and "image" in out
+    assert (cache / "kernel" / "builds" / GROUP / OLD_CFG / "metadata.json").is_file()
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_dry_run_creates_no_file(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (cache / "kernel" / "builds" / GROUP / f"{CFG}.lock").unlink()
+    (cache / "images" / "888d0d52aefc0cb9" / ".lock").unlink()
+    before = _files(cache)
+    assert main(["cache", "prune", "--all", "--dry-run"]) == 0
+    assert "would remove build 6.12.117 tinyconfig +debuginfo" in capsys.readouterr().out
+    assert _files(cache) == before
+
+
+# -- the trash name, and deletions that fail -------------------------------------------------------
+def test_a_leftover_with_the_old_trash_name_does_not_block_a_prune(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = cache / "kernel" / "builds" / GROUP
+    _file(group / f"{cachectl.TRASH}{OLD_CFG}.{os.getpid()}" / "obj" / "vmlinux", 100)  # PIDs repeat
+    out = _prune(capsys, "--kind", "build")
+    assert "removed build 6.12.117 tinyconfig (" in out and not (group / OLD_CFG).exists()
+    assert [e["name"] for e in _listing(capsys, "--kind", "leftover")["entries"]] == [
+        f"interrupted prune of {OLD_CFG}.{os.getpid()}"
+    ]
+    assert "removed leftover" in _prune(capsys, "--kind", "leftover")
+    assert not any(p.name.startswith(cachectl.TRASH) for p in group.iterdir())
+
+
+def test_a_deletion_that_fails_is_a_warning_not_freed_space(
+    cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(cachectl.shutil, "rmtree", lambda path, ignore_errors=False: None)  # root-owned files
+        assert main(["cache", "prune", "--kind", "build,image", "--older-than", "10d"]) == 0
+    out, err = capsys.readouterr()
+    assert "removed build" not in out and "removed image" not in out
+    assert "freed 0 B (0 entries); 2 not removed" in out
+    assert "warning: not removed build 6.12.117 tinyconfig: could not delete all of " in err
+    assert "warning: not removed image guest initramfs 888d0d52aefc0cb9: could not delete all of " in err
+    names = [e["name"] for e in _listing(capsys, "--kind", "leftover")["entries"]]
+    assert sorted(n.split(".")[0] for n in names) == [
+        f"interrupted prune of {OLD_CFG}",
+        "interrupted prune of 888d0d52aefc0cb9",
+    ]
+    _prune(capsys, "--kind", "leftover")
+    assert _listing(capsys, "--kind", "leftover")["entries"] == []
+
+
+# -- _locked holds all or nothing ------------------------------------------------------------------
+@pytest.mark.parametrize("held", [f"kernel/builds/{GROUP}/{CFG}.inuse"], indirect=True)
+def test_a_busy_lock_releases_the_ones_taken_before_it(cache: Path, held: None) -> None:
+    first = cache / "kernel" / "builds" / GROUP / f"{CFG}.lock"
+    with cachectl._locked([first, in_use_lock(cache / "kernel" / "builds" / GROUP / CFG)]) as busy:
+        assert busy
+        with cachectl.try_file_lock(first) as free:
+            assert free, "a build waits behind the prune's warning"
+
+
+# -- junk in the cache -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "metadata",
+    [b"[]", b"null", b'"x"', b'{"make_vars": null}', b'{"fragments": null, "make_vars": [1, "LLVM=1"]}', b"\xff"],
+)
+def test_junk_metadata_is_listed_and_pruned(cache: Path, capsys: pytest.CaptureFixture[str], metadata: bytes) -> None:
+    (cache / "kernel" / "builds" / GROUP / OLD_CFG / "metadata.json").write_bytes(metadata)
+    (cache / "kernel" / "builds" / GROUP / "work-0" / "include" / "config" / "kernel.release").write_bytes(b"\xff\xfe")
+    entry = cache / "kernel" / "builds" / GROUP / OLD_CFG
+    assert main(["cache"]) == 0
+    capsys.readouterr()
+    assert str(entry) in [e["path"] for e in _listing(capsys, "--kind", "build")["entries"]]
+    assert "removed build " in _prune(capsys, "--kind", "build", "--older-than", "10d")
+    assert not entry.exists()
+
+
+@pytest.mark.parametrize("memo", [b"../../../../evil", b"\xff" * 64, b"[]"], ids=["path", "binary", "json"])
+def test_a_junk_tarball_memo_names_no_lock(
+    cache: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, memo: bytes
+) -> None:
+    tarball = cache / "sources" / "linux-source-7.3.tar.xz"
+    st = tarball.stat()
+    digests = cache / "kernel" / "src" / "digests"
+    _file(digests / content_key([str(tarball), str(st.st_size), str(st.st_mtime_ns)]), data=memo)
+    _age(60, *digests.iterdir())
+    entry = next(e for e in cachectl.scan() if e.kind == "tarball")
+    assert entry.locks == []
+    assert "removed tarball" in _prune(capsys, "--kind", "tarball")
+    assert not list(tmp_path.glob("*.lock"))
+
+
+# -- symlinks inside an entry ----------------------------------------------------------------------
+def test_a_symlink_out_of_the_cache_is_neither_counted_nor_followed(
+    cache: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    outside = _file(tmp_path / "elsewhere" / "linux" / "big", 2_000_000)
+    entry = cache / "kernel" / "builds" / GROUP / OLD_CFG
+    (entry / "obj" / "source").symlink_to(outside.parent)
+    (entry / "big").symlink_to(outside)
+    _age(40, entry)
+    listed = next(e for e in _listing(capsys)["entries"] if e["path"] == str(entry))
+    assert listed["bytes"] == _du([str(entry)]) < 1_000_000
+    _prune(capsys, "--kind", "build", "--older-than", "10d")
+    assert not entry.exists() and outside.is_file() and outside.stat().st_size == 2_000_000
+
+
+# -- the stages' and consumers' in-use marks -------------------------------------------------------
+PLAN_STATE = "state-1"
+
+
+def _cached_build(root: Path, cfg: str = CFG) -> tuple[Path, SimpleNamespace]:
+    """A build entry as build.py leaves it, its resolved/ pointer, and the plan that finds it."""
+    entry = _build(root, cfg, [], days=0)
+    meta = json.loads((entry / "metadata.json").read_text())
+    meta.update(config_sha256=cfg * 4, source={"state": PLAN_STATE})
+    (entry / "metadata.json").write_text(json.dumps(meta))
+    plan = SimpleNamespace(input_key="1" * 32, group=GROUP, src=SimpleNamespace(state=PLAN_STATE))
+    pointer = {"entry": cfg, "config_sha256": cfg * 4}
+    _file(root / "kernel" / "resolved" / f"{plan.input_key}.json", data=json.dumps(pointer).encode())
+    return entry, plan
+
+
+@pytest.fixture
+def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty private cache; every in-use mark this process takes is dropped afterwards."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    yield cache_root()
+    release_in_use()
+
+
+def test_a_build_lookup_racing_a_prune_is_a_miss(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.kernel import build
+
+    entry, plan = _cached_build(private)
+    assert build._lookup(plan, time.monotonic()) is not None  # type: ignore[arg-type]
+    real = build._result_from
+
+    def then_pruned(*args: object, **kwargs: object) -> object:
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
+        entry.rename(entry.with_name(f"{cachectl.TRASH}{entry.name}.x"))
+        return result
+
+    monkeypatch.setattr(build, "_result_from", then_pruned)
+    assert build._lookup(plan, time.monotonic()) is None  # type: ignore[arg-type]
+
+
+class _Built(Exception):
+    """build_kernel went on to build."""
+
+
+def _no_build(monkeypatch: pytest.MonkeyPatch, plan: SimpleNamespace) -> None:
+    from pagelab.kernel import build
+
+    monkeypatch.setattr(build, "_plan", lambda opts, ui: plan)
+
+    def resolve(*args: object) -> str:
+        raise _Built
+
+    monkeypatch.setattr(build, "_resolve_config", resolve)
+
+
+def test_a_build_cache_hit_is_marked_in_use(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.kernel.build import BuildOptions, build_kernel
+
+    entry, plan = _cached_build(private)
+    _no_build(monkeypatch, plan)
+    assert not is_in_use(entry)
+    hit = build_kernel(BuildOptions(), UI(quiet=True))
+    assert hit.cached and hit.metadata.parent == entry and is_in_use(entry)
+
+
+def test_a_build_cache_hit_is_looked_up_again_once_marked(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What changes between the lookup and the mark (here: the source state) counts, not just the entry."""
+    from pagelab.kernel import build
+
+    _, plan = _cached_build(private)
+    _no_build(monkeypatch, plan)
+    real = build.mark_in_use
+
+    def mark(path: Path) -> None:
+        real(path)
+        plan.src.state = "state-2"  # the source changed meanwhile: the old result is no hit any more
+
+    monkeypatch.setattr(build, "mark_in_use", mark)
+    with pytest.raises(_Built):
+        build.build_kernel(build.BuildOptions(), UI(quiet=True))
+
+
+def test_a_fresh_build_is_marked_in_use(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.kernel import build
+
+    config = "CONFIG_PAGE_OWNER=y\n"
+    cfg = hashlib.sha256(config.encode()).hexdigest()[:16]
+    plan = SimpleNamespace(input_key="2" * 32, group=GROUP, src=SimpleNamespace(state=PLAN_STATE))
+    monkeypatch.setattr(build, "_plan", lambda opts, ui: plan)
+    monkeypatch.setattr(build, "_resolve_config", lambda plan, group_dir, ui: config)
+    monkeypatch.setattr(build, "_choose_work_tree", lambda group_dir, entry, config: (group_dir / "work-0", None))
+
+    def make(plan: object, work: Path, entry: Path, *args: object) -> object:
+        made, _ = _cached_build(private, cfg)
+        assert made == entry
+        return build._result_from(entry, cached=False, seconds=1.0)
+
+    monkeypatch.setattr(build, "_build_entry", make)
+    result = build.build_kernel(build.BuildOptions(), UI(quiet=True))
+    entry = private / "kernel" / "builds" / GROUP / cfg
+    assert result.metadata.parent == entry and not result.cached and is_in_use(entry)
+
+
+def test_a_test_module_is_marked_in_use_built_or_cached(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.kernel import modules
+
+    name = modules.available()[0]
+    runs = []
+
+    def make(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        work = Path(next(a for a in cmd if a.startswith("M="))[2:])
+        _file(work / f"{name}.ko", data=b"vermagic=6.12.117 SMP")
+        runs.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(modules.subprocess, "run", make)
+    ko = modules.build_module(name, private / "obj", "k", UI(quiet=True))
+    directory = ko.parent.parent
+    assert len(runs) == 1 and is_in_use(directory)
+    release_in_use(directory)
+    assert not is_in_use(directory)
+    assert modules.build_module(name, private / "obj", "k", UI(quiet=True)) == ko
+    assert len(runs) == 1 and is_in_use(directory)
+
+
+def test_mark_build_in_use_marks_only_build_entries(private: Path, tmp_path: Path) -> None:
+    from pagelab.cache import mark_build_in_use
+
+    entry, _ = _cached_build(private)
+    bzimage = entry / "obj" / "arch" / "x86" / "boot" / "bzImage"
+    link = tmp_path / "my-build"
+    link.symlink_to(entry / "obj")
+    work = _file(private / "kernel" / "builds" / GROUP / "work-0" / "vmlinux", 10)
+    for path in (entry, entry / "obj", bzimage, link, str(bzimage)):
+        assert mark_build_in_use(path) == entry
+        assert is_in_use(entry)
+        release_in_use(entry)
+    for path in (work, work.parent, private / "kernel" / "builds" / GROUP, tmp_path, tmp_path / "missing"):
+        assert mark_build_in_use(path) is None
+    assert not list((private / "kernel" / "builds").glob("*/*.inuse"))[1:]  # only the entry's own
+
+
+def test_report_and_diff_with_a_cached_build_dir_mark_it_in_use(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.source import report
+
+    entry, _ = _cached_build(private)
+    monkeypatch.setattr(report, "open_lens", lambda build, modules: None)
+    assert report.lens_for(str(entry / "obj"), UI(quiet=True)) is None
+    assert is_in_use(entry)
+
+
+class _Booted(Exception):
+    """boot/run went past the kernel."""
+
+
+def test_boot_with_a_cached_bzimage_marks_its_build_in_use(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelab.guest import boot
+    from pagelab.settings import Settings
+
+    entry, _ = _cached_build(private)
+    monkeypatch.setattr(boot, "bzimage_version", lambda path: "6.12.117")
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise _Booted
+
+    monkeypatch.setattr(boot, "build_image", stop)
+    monkeypatch.setattr(boot, "Guest", stop)
+    bzimage = entry / "obj" / "arch" / "x86" / "boot" / "bzImage"
+    with pytest.raises(_Booted):
+        boot.boot(Settings(kernel=str(bzimage)), "true", UI(quiet=True), sys.stdout.buffer, sys.stderr.buffer)
+    assert is_in_use(entry)
+
+
+def test_run_with_a_cached_bzimage_marks_its_build_in_use(
+    private: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pagelab.run import pipeline
+    from pagelab.settings import Settings
+
+    entry, _ = _cached_build(private)
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise _Booted
+
+    monkeypatch.setattr(pipeline, "RunState", stop)
+    bzimage = entry / "obj" / "arch" / "x86" / "boot" / "bzImage"
+    with pytest.raises(_Booted):
+        pipeline.run(Settings(kernel=str(bzimage)), UI(quiet=True), out=str(tmp_path / "out"))
+    assert is_in_use(entry)
