@@ -114,11 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _cache_list_flags(p: argparse.ArgumentParser, *, after: bool = False) -> None:
     """The listing's flags: ``pagelab cache`` alone lists, so they work before ``list`` and after it.
 
-    After it, only flags given are set (SUPPRESS): the subcommand's defaults would overwrite ``cache --json list``.
+    After it, ``--json`` is set only when given (SUPPRESS: a default would overwrite ``cache --json list``), and
+    ``--kind`` has its own dest, merged with the one before ``list`` like prune's.
     """
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if after else False, help="JSON on stdout")
     p.add_argument(
-        "--kind", metavar="KIND", action="append", default=argparse.SUPPRESS if after else [], help="only this kind"
+        "--kind",
+        metavar="KIND",
+        dest="list_kind" if after else "kind",
+        action="append",
+        default=[],
+        help="only this kind",
     )
 
 
@@ -232,7 +238,7 @@ def _cmd_cache(args: argparse.Namespace, ui: UI) -> int:
         kinds = [*args.kind, *args.prune_kind]
         opts = cachectl.PruneOptions(kinds=kinds, older_than=args.older_than, all=args.all, dry_run=args.dry_run)
         return cachectl.prune(opts, ui)
-    return cachectl.list_cache(ui, kinds=args.kind, as_json=args.json)
+    return cachectl.list_cache(ui, kinds=[*args.kind, *getattr(args, "list_kind", [])], as_json=args.json)
 
 
 # -- entry point -----------------------------------------------------------------------------------

@@ -169,6 +169,11 @@ def test_json_gives_each_entry_its_kind_name_path_du_size_and_last_used(
     assert {e["kind"] for e in _listing(capsys, "list", "--kind", "image,tool")["entries"]} == {"image", "tool"}
     assert main(["cache", "--json", "--kind", "keys", "list"]) == 0  # flags before `list` hold too
     assert [e["kind"] for e in json.loads(capsys.readouterr().out)["entries"]] == ["keys"]
+    # --kind on both sides of `list` adds up, as for prune.
+    assert {e["kind"] for e in _listing(capsys, "--kind", "keys", "list", "--kind", "tool")["entries"]} == {
+        "keys",
+        "tool",
+    }
 
 
 def test_an_unfinished_build_and_an_interrupted_prune_are_listed(
