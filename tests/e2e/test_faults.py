@@ -432,7 +432,13 @@ def test_ten_concurrent_boots_share_one_cache(start, tmp_path: Path, kernel_buil
     env = {"XDG_CACHE_HOME": str(cache)}
     marks = [f"pagelab_fault={uuid.uuid4().hex[:10]}" for _ in range(10)]
     boot = ["boot", "--kernel", str(kernel_build.bzimage), "--memory", "256M", "--cpus", "1", "--timeout", "900"]
-    runs = [start(*boot, "--append", m, "--", "cat /proc/cmdline", env=env) for m in marks]
+    # Ten TCG vCPUs on two host cores: a guest's vCPU can wait tens of seconds for a core, and its watchdogs
+    # (soft lockup after 20 s, RCU stall after 21 s, hung task after 120 s) then report what is the host's
+    # starvation, not the kernel's (seen once in CI: "BUG: soft lockup - CPU#0 stuck for 23s", exit 3). The
+    # test is about the shared cache, so those detectors are off here; tests/unit/test_console.py and the
+    # crash cases above cover crash reports.
+    quiet = "nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 sysctl.kernel.hung_task_timeout_secs=0"
+    runs = [start(*boot, "--append", m, "--append", quiet, "--", "cat /proc/cmdline", env=env) for m in marks]
     codes = [r.finish(1500) for r in runs]
     assert codes == [0] * 10, [r.stderr[-500:] for r in runs if r.proc.returncode]
     for r, m in zip(runs, marks, strict=True):
