@@ -90,6 +90,17 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
+def _lock_now(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` without waiting: False when another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def try_file_lock(path: str | os.PathLike[str], *, create: bool = True) -> Iterator[bool]:
     """Like file_lock without waiting: yields False (nothing held) when someone else holds the lock.
@@ -113,11 +124,7 @@ def try_file_lock(path: str | os.PathLike[str], *, create: bool = True) -> Itera
             yield True
             return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
+        if not _lock_now(fd):
             yield False
             return
         try:
@@ -214,14 +221,9 @@ def is_in_use(entry: str | os.PathLike[str]) -> bool:
     except OSError:
         return False  # no lock file (never marked) or not readable
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            raise
-        return True
+        return not _lock_now(fd)
     finally:
         os.close(fd)  # closing drops the probe's lock
-    return False
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:

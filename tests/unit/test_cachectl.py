@@ -385,16 +385,22 @@ def test_entries_another_process_uses_are_skipped_until_it_exits(
     assert not left & set(IN_USE), left
 
 
-def test_the_stages_mark_what_they_hand_out_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """unpack_once and build_image (the fast stages) hold their entry in use; prune in this process skips it too."""
-    from pagelab.guest.image import build_image
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+def _source_tarball(tmp_path: Path) -> Path:
+    """A real (tiny) kernel source tarball: a top directory with a Makefile that names a version."""
     tree = tmp_path / "linux-x"
     _file(tree / "Makefile", data=b"VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 2\n")
     tarball = tmp_path / "linux-x.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(tree, arcname="linux-x")
+    return tarball
+
+
+def test_the_stages_mark_what_they_hand_out_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unpack_once and build_image (the fast stages) hold their entry in use; prune in this process skips it too."""
+    from pagelab.guest.image import build_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    tarball = _source_tarball(tmp_path)
     identity = tarball_digest(tarball)[:16]
     final = cache_root() / "kernel" / "src" / identity
     image = None
@@ -446,11 +452,7 @@ def test_reusing_a_source_touches_its_stamp_and_the_tarball_memo(
 ) -> None:
     """The stages' half of "last used": a reuse moves it forward (kernel/source.py)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    tree = tmp_path / "linux-x"
-    _file(tree / "Makefile", data=b"VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 2\n")
-    tarball = tmp_path / "linux-x.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(tree, arcname="linux-x")
+    tarball = _source_tarball(tmp_path)
     identity = tarball_digest(tarball)[:16]
     unpack_once(tarball, identity, UI(quiet=True))
     final = cache_root() / "kernel" / "src" / identity
